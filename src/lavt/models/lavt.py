@@ -1,0 +1,200 @@
+"""LAVT: the assembly users instantiate (language-aware Swin + decoder [+ text encoder]).
+
+Pure tensors in, tensors out: preprocessing and postprocessing live in ``lavt.predict``.
+The text encoder, when present, is a submodule (the official ``lavt_one`` layout), so one DDP
+wrapper covers the whole model. Without one, the model takes word features directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import LAVTConfig
+from ..errors import CheckpointError, ConfigError, InputError
+from .decoder import SimpleDecoder
+from .encoder import LanguageAwareSwin
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TEXT_ASSETS_DIR = "text_encoder"  # tokenizer + HF config of the text encoder (weights are in WEIGHTS_NAME)
+
+
+class LAVT(nn.Module):
+    def __init__(self, config: LAVTConfig, text_encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = LanguageAwareSwin(config)
+        in_dims = config.stage_dims if config.decoder_features != "V" else config.stage_dims[1:]
+        self.decoder = SimpleDecoder(in_dims, config.hidden_dim, config.num_classes)
+        self.text_encoder = text_encoder
+        if text_encoder is not None:
+            width = text_encoder.config.hidden_size
+            if width != config.lang_dim:
+                raise ConfigError(f"text encoder width {width} does not match config lang_dim {config.lang_dim}")
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: LAVTConfig, pretrained_text_encoder: bool = True) -> LAVT:
+        """Build a model; with ``config.text_encoder`` set, the encoder is created too
+        (pretrained weights when ``pretrained_text_encoder``; the architecture only otherwise)."""
+        encoder = None
+        if config.text_encoder is not None:
+            from .text import build_text_encoder, resolve_text_encoder
+
+            encoder = build_text_encoder(resolve_text_encoder(config.text_encoder.name_or_path), pretrained_text_encoder)
+        return cls(config, encoder)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Word features (B, L, C_l): the text encoder's last hidden state (no pooler)."""
+        if self.text_encoder is None:
+            raise ConfigError("this model has no text encoder: pass text_features and text_mask instead of input_ids")
+        from .text import encode_text
+
+        return encode_text(self.text_encoder, input_ids, attention_mask)
+
+    def stage_features(
+        self,
+        image: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        *,
+        text_features: Tensor | None = None,
+        text_mask: Tensor | None = None,
+    ) -> list[Tensor]:
+        """The decoder inputs LN(F_i) (or E_i / V_i per config), finest first."""
+        words, mask = self._words(input_ids, attention_mask, text_features, text_mask)
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise InputError(f"expected an image batch of shape (B, 3, H, W), got {tuple(image.shape)}")
+        if image.shape[0] not in (1, words.shape[0]):
+            raise InputError(f"{image.shape[0]} images but {words.shape[0]} expressions")
+        return self.backbone(image, words, mask)
+
+    def forward(
+        self,
+        image: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        *,
+        text_features: Tensor | None = None,
+        text_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Logits (B, 2, H, W) at the input size; channel 1 = object. ``argmax`` gives the mask.
+
+        Give either token ids (``input_ids``, ``attention_mask``; needs a text encoder) or word
+        features ``text_features`` (B, L, C_l) with ``text_mask`` (B, L), 1 = real word.
+        One image with B expressions is allowed (the image is shared).
+        """
+        feats = self.stage_features(
+            image, input_ids, attention_mask, text_features=text_features, text_mask=text_mask
+        )
+        logits = self.decoder(feats)
+        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+
+    def _words(self, input_ids, attention_mask, text_features, text_mask) -> tuple[Tensor, Tensor]:
+        if text_features is not None:
+            if text_mask is None:
+                text_mask = torch.ones(text_features.shape[:2], dtype=torch.long, device=text_features.device)
+            if text_features.dim() != 3 or text_features.shape[-1] != self.config.lang_dim:
+                raise InputError(
+                    f"text_features must be (B, L, {self.config.lang_dim}), got {tuple(text_features.shape)}"
+                )
+            return text_features, text_mask
+        if input_ids is None:
+            raise InputError("give input_ids (with attention_mask) or text_features")
+        if attention_mask is None:
+            attention_mask = (input_ids != 0).long()
+        return self.encode_text(input_ids, attention_mask), attention_mask
+
+    # ------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike, tokenizer: Any | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ ``text_encoder/`` tokenizer and HF config)."""
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        if self.text_encoder is not None:
+            from .text import Tokenizer, save_text_encoder_assets
+
+            assert config.text_encoder is not None
+            if tokenizer is None:
+                tokenizer = Tokenizer.from_config(config.text_encoder)
+            save_text_encoder_assets(self.text_encoder, tokenizer, out / TEXT_ASSETS_DIR)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        tmp = out / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "lavt_config": json.dumps(config.to_dict())})
+        os.replace(tmp, out / WEIGHTS_NAME)  # atomic: a crash never leaves half a weights file
+        config.save(out / CONFIG_NAME)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LAVT:
+        """Load a model directory written by ``save_pretrained`` (or a hub repo id holding one)."""
+        from safetensors.torch import load_file
+
+        directory = _resolve_model_dir(name_or_path)
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise CheckpointError(f"{directory} is not a lavt model directory (no {CONFIG_NAME})")
+        config = LAVTConfig.load(config_path)
+        if config.text_encoder is not None:
+            assets = directory / TEXT_ASSETS_DIR
+            if not assets.is_dir():
+                raise CheckpointError(f"{directory} has a text encoder in its config but no {TEXT_ASSETS_DIR}/ folder")
+            config.text_encoder.name_or_path = str(assets)
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}")
+        model = cls.from_config(config, pretrained_text_encoder=False)
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise CheckpointError(f"cannot read {weights}: {e}") from None
+        load_state_dict_strict(model, state, source=str(weights))
+        return model.eval()
+
+
+def _resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is a file; a lavt model directory or an official .pth checkpoint is expected")
+        return path
+    text = str(name_or_path)
+    if text.startswith((".", "/", "~")) or os.sep in text and text.count("/") != 1:
+        raise CheckpointError(f"model directory {text} does not exist")
+    # A hub repo id ("user/lavt-swin-b-refcoco"): download the directory (needs internet).
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, f"{TEXT_ASSETS_DIR}/*"]))
+    except Exception as e:
+        raise CheckpointError(f"model {text!r} is neither a local directory nor a downloadable hub repo: {e}") from None
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Strict load with a one-line message naming what does not fit (never a silent mismatch)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            k = sorted(mismatched)[0]
+            parts.append(
+                f"{len(mismatched)} shape mismatch(es), e.g. {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            )
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        raise CheckpointError(f"weights in {source} do not fit the model config: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

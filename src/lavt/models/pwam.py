@@ -1,0 +1,101 @@
+"""Pixel-Word Attention Module (paper Sec. 3.1.2) and the language gate (Sec. 3.1.3).
+
+Every 1x1 convolution of the paper is an ``nn.Linear`` on (B, N, C) tokens (same maths, no
+transposes). Where the official code differs from the paper text, the official behaviour is the
+default (see docs/paper-vs-official.md): GELU (not ReLU) in the visual and output projections,
+projection widths equal to the stage width C_i, attention scaled by C_i^-1/2 even with several
+heads, padded words zeroed in keys/values and pushed to -1e4 before the softmax.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MASKED_WORD_LOGIT = -1e4  # official additive value for padded words (not -inf)
+
+
+class TokenNorm(nn.Module):
+    """The normalisation after the query / output projections, on (B, N, C) tokens (Table 6b).
+
+    instance: each channel over the N positions of each sample (InstanceNorm, no affine, the
+    default); layer: LayerNorm over channels; batch: BatchNorm over batch and positions; none.
+    """
+
+    def __init__(self, kind: str, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.kind, self.eps = kind, eps
+        if kind == "layer":
+            self.norm = nn.LayerNorm(dim, eps=eps)
+        elif kind == "batch":
+            self.norm = nn.BatchNorm1d(dim, eps=eps)
+        elif kind not in ("instance", "none"):
+            raise ValueError(f"unknown PWAM normalisation {kind!r}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "instance":
+            var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
+            return (x - mean) * torch.rsqrt(var + self.eps)
+        if self.kind == "layer":
+            return self.norm(x)
+        if self.kind == "batch":
+            return self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return x
+
+
+def _projection(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
+    # omega_m / omega_o: 1x1 conv -> GELU (official; the paper says ReLU) -> dropout
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Dropout(dropout))
+
+
+class PWAM(nn.Module):
+    """F = omega_o(omega_m(V) * omega_w(softmax(omega_q(V) omega_k(L)^T / sqrt(C)) omega_v(L)))."""
+
+    def __init__(self, dim: int, lang_dim: int, num_heads: int = 1, norm: str = "instance", dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.vis_project = _projection(dim, dim, dropout)
+        self.query = nn.Linear(dim, dim)
+        self.query_norm = TokenNorm(norm, dim)
+        self.key = nn.Linear(lang_dim, dim)
+        self.value = nn.Linear(lang_dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.out_norm = TokenNorm(norm, dim)
+        self.project_mm = _projection(dim, dim, dropout)
+
+    def attend(self, x: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
+        """G_i: for every pixel, a mixture of word features. x (B,N,C), words (B,L,Cl), mask (B,L)."""
+        b, n, c = x.shape
+        h = self.num_heads
+        mask = word_mask.to(x.dtype)
+        q = self.query_norm(self.query(x)).view(b, n, h, c // h).transpose(1, 2)
+        k = (self.key(words) * mask[..., None]).view(b, -1, h, c // h).transpose(1, 2)
+        v = (self.value(words) * mask[..., None]).view(b, -1, h, c // h).transpose(1, 2)
+        word_bias = ((1.0 - mask) * MASKED_WORD_LOGIT)[:, None, None, :]  # (B, 1, 1, L)
+        g = F.scaled_dot_product_attention(q, k, v, attn_mask=word_bias, scale=c**-0.5)
+        return self.out_norm(self.out(g.transpose(1, 2).reshape(b, n, c)))
+
+    def forward(self, x: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
+        return self.project_mm(self.vis_project(x) * self.attend(x, words, word_mask))
+
+
+class PooledFusion(nn.Module):
+    """Table 5 "no PWAM": G_i replaced by one sentence vector (masked mean of the words)."""
+
+    def __init__(self, dim: int, lang_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.vis_project = _projection(dim, dim, dropout)
+        self.lang_project = nn.Sequential(nn.Linear(lang_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.project_mm = _projection(dim, dim, dropout)
+
+    def forward(self, x: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
+        mask = word_mask.to(words.dtype)[..., None]
+        sentence = (words * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.project_mm(self.vis_project(x) * self.lang_project(sentence)[:, None, :])
+
+
+def language_gate(dim: int, activation: str = "tanh") -> nn.Sequential:
+    """gamma_i: Linear -> ReLU -> Linear -> tanh (or sigmoid, Table 6a); bias-free as in the official code."""
+    act = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[activation]
+    return nn.Sequential(nn.Linear(dim, dim, bias=False), nn.ReLU(), nn.Linear(dim, dim, bias=False), act())

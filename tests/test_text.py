@@ -143,11 +143,15 @@ def test_minilm_offline_no_pooler(encoder, tok: Tokenizer) -> None:
 
 
 def test_loading_minilm_is_quiet(capfd) -> None:
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_text_encoder("minilm")
     out, err = capfd.readouterr()
     assert "pooler" not in out + err and "Loading weights" not in err
+    assert hf_logging.get_verbosity() == verbosity  # silenced for that call only
 
 
 def test_features_do_not_depend_on_padding(encoder) -> None:
@@ -197,6 +201,7 @@ def test_resolve(tmp_path) -> None:
     assert resolve_text_encoder("bert-base-uncased") == "bert-base-uncased"
     assert resolve_text_encoder("google-bert/bert-base-uncased") == "google-bert/bert-base-uncased"
     assert resolve_text_encoder(str(tmp_path)) == str(tmp_path)
+    assert resolve_text_encoder(tmp_path) == str(tmp_path)  # a Path works too
 
 
 @pytest.mark.parametrize("bad", ["./no/such/encoder", "/definitely/not/here", "a/b/c"])

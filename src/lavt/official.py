@@ -8,10 +8,16 @@ Layouts read (see docs/official-checkpoints.md):
 The window size comes from the relative-position table, depths from block indices, heads from
 table widths, the language width from the PWAM key projection, the decoder width from
 ``classifier.conv1_4`` — so no ``--window12`` flag is needed.
+
+:func:`init_backbone_from_swin` starts a new model from a Microsoft Swin classification
+checkpoint (the ImageNet-22K weights of the paper), resizing relative-position tables to the
+model's window and refusing any other shape mismatch.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,8 @@ from torch import Tensor
 from .config import LAVTConfig, TextEncoderConfig
 from .errors import CheckpointError
 from .models.lavt import LAVT, load_state_dict_strict
+
+logger = logging.getLogger(__name__)
 
 # official key (after the stage prefix) -> our key; Conv1d k=1 weights become Linear weights.
 _FUSION_RENAMES = {
@@ -125,16 +133,25 @@ def convert_image_state_dict(model_sd: dict[str, Tensor]) -> dict[str, Tensor]:
         elif m := re.match(r"backbone\.norm(\d)\.(.*)", key):
             new = f"backbone.out_norms.{m.group(1)}.{m.group(2)}"
         elif m := re.match(r"backbone\.layers\.(\d+)\.(.*)", key):
-            rest = m.group(2)
-            rest = rest.replace("mlp.fc1.", "mlp.0.").replace("mlp.fc2.", "mlp.3.").replace("res_gate.", "gate.")
-            for old, ours in _FUSION_RENAMES.items():
-                if rest.startswith(old):
-                    rest = ours + rest[len(old) :]
-                    if value.dim() == 3 and value.shape[-1] == 1:
-                        value = value.squeeze(-1)  # Conv1d(k=1) -> Linear
-            new = f"backbone.stages.{m.group(1)}.{rest}"
+            new, value = _rename_stage_key(m.group(1), m.group(2), value)
+            new = "backbone." + new
         out[new] = value
     return out
+
+
+def _rename_stage_key(stage: str, rest: str, value: Tensor) -> tuple[str, Tensor]:
+    """Official ``layers.{i}.<rest>`` -> our ``stages.{i}.<rest>`` (no ``backbone.`` prefix).
+
+    Shared by the LAVT importer and the Swin classification initialiser: the Swin block, MLP and
+    PatchMerging names, plus (LAVT only) the PWAM and gate names.
+    """
+    rest = rest.replace("mlp.fc1.", "mlp.0.").replace("mlp.fc2.", "mlp.3.").replace("res_gate.", "gate.")
+    for old, ours in _FUSION_RENAMES.items():
+        if rest.startswith(old):
+            rest = ours + rest[len(old) :]
+            if value.dim() == 3 and value.shape[-1] == 1:
+                value = value.squeeze(-1)  # Conv1d(k=1) -> Linear
+    return f"stages.{stage}.{rest}", value
 
 
 def load_official_checkpoint(
@@ -167,3 +184,196 @@ def load_official_checkpoint(
                 state[f"text_encoder.{k}"] = v
     load_state_dict_strict(model, state, source=str(path))
     return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Swin ImageNet classification checkpoints (Microsoft Swin-Transformer) -> our backbone's Swin
+# --------------------------------------------------------------------------------------------
+# Checkpoint keys that carry no Swin weights LAVT uses: the classifier head, the final
+# classification norm (and mmseg's per-stage out norms, which LAVT re-initialises), the
+# buffers derived from the window size, and an absolute position embedding (LAVT has ape=False).
+_SWIN_IGNORED = re.compile(r"^(head\.|norm\.|norm\d+\.|absolute_pos_embed$)|(relative_position_index|attn_mask)$")
+_OUR_SWIN_KEY = re.compile(r"^backbone\.(patch_embed\.|stages\.\d+\.(blocks|downsample)\.)")
+
+
+def _swin_state(path_or_state: str | Path | dict[str, Any]) -> tuple[dict[str, Tensor], list[str], str]:
+    """-> (bare Swin state dict, checkpoint keys dropped because they are not under ``backbone.``, source).
+
+    Accepts ``{'model': sd}`` (Microsoft classification files), ``{'state_dict': sd}`` (mmcls /
+    mmseg), or a bare state dict; strips ``module.``; for UperNet-style files whose keys start
+    with ``backbone.``, keeps only those and strips the prefix.
+    """
+    if isinstance(path_or_state, dict):
+        ckpt, source = path_or_state, "Swin state dict"
+    else:
+        ckpt, source = read_checkpoint(path_or_state), str(path_or_state)
+    state: Any = ckpt
+    for wrapper in ("model", "state_dict"):
+        if isinstance(ckpt.get(wrapper), dict):
+            state = ckpt[wrapper]
+            break
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
+    if not state:
+        raise CheckpointError(f"{source}: no state dict found under 'model', 'state_dict' or at the top level")
+    dropped: list[str] = []
+    if any(k.startswith("backbone.") for k in state):
+        dropped = [k for k in state if not k.startswith("backbone.")]
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    if "patch_embed.proj.weight" not in state or not any(k.startswith("layers.") for k in state):
+        raise CheckpointError(
+            f"{source}: not a Swin checkpoint (no 'patch_embed.proj.weight' and 'layers.*' keys; "
+            f"first keys: {list(state)[:3]})"
+        )
+    return state, dropped, source
+
+
+def _table_side(length: int, what: str) -> int:
+    side = math.isqrt(length)
+    if side * side != length or side % 2 == 0:
+        raise CheckpointError(f"{what} has {length} rows, not (2 * window - 1)^2 for an integer window")
+    return side
+
+
+def swin_checkpoint_config(state: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Swin architecture of a classification checkpoint: ``embed_dim``, ``depths``, ``num_heads``,
+    ``window_size`` (from the relative-position tables; the largest over stages, since the
+    classification Swin shrinks the window of a stage whose map is smaller than the window).
+
+    ``state`` is a path, a wrapped checkpoint (``{'model': ...}``) or a bare state dict.
+    """
+    sd = _swin_state(state)[0]
+    stages = sorted({int(m.group(1)) for k in sd if (m := re.match(r"layers\.(\d+)\.blocks\.\d+\.", k))})
+    if not stages or stages != list(range(len(stages))):
+        raise CheckpointError(f"Swin checkpoint: stages {stages} are not numbered 0..n-1 (layers.{{i}}.blocks.*)")
+    depths, heads, windows = [], [], []
+    for i in stages:
+        blocks = {int(m.group(1)) for k in sd if (m := re.match(rf"layers\.{i}\.blocks\.(\d+)\.", k))}
+        depths.append(max(blocks) + 1)
+        key = f"layers.{i}.blocks.0.attn.relative_position_bias_table"
+        table = sd.get(key)
+        if table is None or table.dim() != 2:
+            raise CheckpointError(
+                f"Swin checkpoint lacks {key} (a Swin V2 or non-Swin checkpoint?); LAVT needs Swin V1 weights"
+            )
+        heads.append(int(table.shape[1]))
+        windows.append((_table_side(table.shape[0], key) + 1) // 2)
+    return dict(
+        embed_dim=int(sd["patch_embed.proj.weight"].shape[0]),
+        depths=tuple(depths),
+        num_heads=tuple(heads),
+        window_size=max(windows),
+    )
+
+
+def resize_relative_position_bias_table(table: Tensor, length: int) -> Tensor:
+    """(L, heads) -> (length, heads): each head's sqrt(L) x sqrt(L) table resized bicubically
+    (align_corners=False), as Swin does when fine-tuning at another window size."""
+    old = _table_side(table.shape[0], "relative_position_bias_table")
+    new = _table_side(length, "target relative_position_bias_table")
+    heads = table.shape[1]
+    image = table.detach().float().t().reshape(1, heads, old, old)
+    image = torch.nn.functional.interpolate(image, size=(new, new), mode="bicubic", align_corners=False)
+    return image.reshape(heads, new * new).t().contiguous().to(table.dtype)
+
+
+def init_backbone_from_swin(model: LAVT, path_or_state: str | Path | dict[str, Any]) -> dict[str, list[str]]:
+    """Initialise the Swin part of ``model.backbone`` (patch embedding, blocks, patch merging)
+    from an official Microsoft Swin classification checkpoint (e.g. the ImageNet-22K weights the
+    paper starts from). PWAMs, gates, output norms, the decoder and the text encoder are left as
+    they are.
+
+    Relative-position tables of another window size are resized bicubically (e.g. 22K window-12
+    weights into a window-7 model: 23x23 -> 13x13 per head). Every other shape mismatch, a
+    depth/width/heads mismatch, or a Swin key the model has no place for raises CheckpointError;
+    the model is only modified when everything fits.
+
+    Returns ``{'loaded': our keys, 'resized': our keys whose table was resized, 'ignored':
+    checkpoint keys not used (head, final norm, relative_position_index, attn_mask, ...),
+    'missing': our Swin keys the checkpoint does not provide}``.
+    """
+    state, ignored, source = _swin_state(path_or_state)
+    found = swin_checkpoint_config(state)
+    cfg = model.config
+    problems = []
+    if found["embed_dim"] != cfg.embed_dim:
+        shape = tuple(state["patch_embed.proj.weight"].shape)
+        problems.append(f"patch_embed.proj.weight {shape}: embed_dim {found['embed_dim']} vs model {cfg.embed_dim}")
+    if len(found["depths"]) != len(cfg.depths):
+        problems.append(f"{len(found['depths'])} stages vs model {len(cfg.depths)}")
+    else:
+        for i, (n_ckpt, n_model) in enumerate(zip(found["depths"], cfg.depths)):
+            if n_ckpt != n_model:
+                problems.append(f"layers.{i} has {n_ckpt} blocks (layers.{i}.blocks.0..{n_ckpt - 1}) vs model {n_model}")
+        for i, (h_ckpt, h_model) in enumerate(zip(found["num_heads"], cfg.num_heads)):
+            if h_ckpt != h_model:
+                key = f"layers.{i}.blocks.0.attn.relative_position_bias_table"
+                problems.append(f"{key} {tuple(state[key].shape)}: {h_ckpt} heads vs model {h_model}")
+    if problems:
+        raise CheckpointError(
+            f"Swin checkpoint {source} does not fit the model (checkpoint depths {found['depths']}, "
+            f"heads {found['num_heads']}, embed_dim {found['embed_dim']}; model {cfg.depths}, {cfg.num_heads}, "
+            f"{cfg.embed_dim}): " + "; ".join(problems)
+        )
+
+    own = model.state_dict()
+    new_state: dict[str, Tensor] = {}
+    resized, unexpected = [], []
+    for key, value in state.items():
+        if _SWIN_IGNORED.search(key):
+            ignored.append(key)
+            continue
+        if m := re.match(r"layers\.(\d+)\.(.*)", key):
+            if not m.group(2).startswith(("blocks.", "downsample.")):
+                ignored.append(key)  # e.g. the PWAM / gate of an official LAVT file: not Swin weights
+                continue
+            ours, value = _rename_stage_key(m.group(1), m.group(2), value)
+            ours = "backbone." + ours
+        elif key.startswith("patch_embed."):
+            ours = "backbone." + key
+        else:
+            unexpected.append(key)
+            continue
+        if ours not in own:
+            unexpected.append(key)
+            continue
+        target = own[ours]
+        if value.shape != target.shape:
+            if (
+                key.endswith("attn.relative_position_bias_table")
+                and value.dim() == target.dim() == 2
+                and value.shape[1] == target.shape[1]
+            ):
+                value = resize_relative_position_bias_table(value, target.shape[0])
+                resized.append(ours)
+            else:
+                raise CheckpointError(
+                    f"Swin checkpoint {source}: {key} has shape {tuple(value.shape)} but the model's "
+                    f"{ours} has shape {tuple(target.shape)}"
+                )
+        new_state[ours] = value
+    if unexpected:
+        raise CheckpointError(
+            f"Swin checkpoint {source}: {len(unexpected)} key(s) the model has no place for, e.g. {unexpected[0]} "
+            f"{tuple(state[unexpected[0]].shape)} (another Swin version or layout?)"
+        )
+    result = model.load_state_dict(new_state, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys  # every key was checked against own above
+    report = {
+        "loaded": [k for k in own if k in new_state],
+        "resized": resized,
+        "ignored": ignored,
+        "missing": [k for k in own if _OUR_SWIN_KEY.match(k) and k not in new_state],
+    }
+    log = logger.warning if report["missing"] else logger.info
+    log(
+        "initialised %d Swin weights of the backbone from %s (%d bias table(s) resized to window %d, "
+        "%d checkpoint key(s) ignored, %d Swin weight(s) missing%s)",
+        len(report["loaded"]),
+        source,
+        len(resized),
+        cfg.window_size,
+        len(ignored),
+        len(report["missing"]),
+        f", e.g. {report['missing'][0]}" if report["missing"] else "",
+    )
+    return report

@@ -36,10 +36,12 @@ class LanguageAwareStage(nn.Module):
             )
         )
         if cfg.fusion == "pwam":
-            self.fusion = PWAM(dim, cfg.lang_dim, cfg.pwam_heads[index], cfg.pwam_norm, cfg.fusion_dropout)
+            self.fusion = PWAM(
+                dim, cfg.lang_dim, cfg.pwam_heads[index], cfg.pwam_norm, cfg.fusion_dropout, cfg.pwam_activation
+            )
         else:
-            self.fusion = PooledFusion(dim, cfg.lang_dim, cfg.fusion_dropout)
-        self.gate = language_gate(dim, cfg.gate) if cfg.gate != "none" else None
+            self.fusion = PooledFusion(dim, cfg.lang_dim, cfg.fusion_dropout, cfg.pwam_activation)
+        self.gate = language_gate(dim, cfg.gate, cfg.gate_bias) if cfg.gate != "none" else None
         self.language_pathway = cfg.language_pathway
         self.downsample = PatchMerging(dim) if index < cfg.num_stages - 1 else None
 
@@ -66,7 +68,8 @@ class LanguageAwareSwin(nn.Module):
         self.stages = nn.ModuleList(
             LanguageAwareStage(cfg, i, rates[starts[i] : starts[i] + cfg.depths[i]]) for i in range(cfg.num_stages)
         )
-        self.out_norms = nn.ModuleList(nn.LayerNorm(d) for d in cfg.stage_dims)
+        norm = nn.LayerNorm if cfg.stage_norm else (lambda d: nn.Identity())
+        self.out_norms = nn.ModuleList(norm(d) for d in cfg.stage_dims)
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -44,25 +44,36 @@ class TokenNorm(nn.Module):
         return x
 
 
-def _projection(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
+def _projection(in_dim: int, out_dim: int, dropout: float, activation: str = "gelu") -> nn.Sequential:
     # omega_m / omega_o: 1x1 conv -> GELU (official; the paper says ReLU) -> dropout
-    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Dropout(dropout))
+    return nn.Sequential(nn.Linear(in_dim, out_dim), _ACTIVATIONS[activation](), nn.Dropout(dropout))
 
 
 class PWAM(nn.Module):
     """F = omega_o(omega_m(V) * omega_w(softmax(omega_q(V) omega_k(L)^T / sqrt(C)) omega_v(L)))."""
 
-    def __init__(self, dim: int, lang_dim: int, num_heads: int = 1, norm: str = "instance", dropout: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        lang_dim: int,
+        num_heads: int = 1,
+        norm: str = "instance",
+        dropout: float = 0.0,
+        activation: str = "gelu",
+    ):
         super().__init__()
         self.num_heads = num_heads
-        self.vis_project = _projection(dim, dim, dropout)
+        self.vis_project = _projection(dim, dim, dropout, activation)
         self.query = nn.Linear(dim, dim)
         self.query_norm = TokenNorm(norm, dim)
         self.key = nn.Linear(lang_dim, dim)
         self.value = nn.Linear(lang_dim, dim)
         self.out = nn.Linear(dim, dim)
         self.out_norm = TokenNorm(norm, dim)
-        self.project_mm = _projection(dim, dim, dropout)
+        self.project_mm = _projection(dim, dim, dropout, activation)
 
     def attend(self, x: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
         """G_i: for every pixel, a mixture of word features. x (B,N,C), words (B,L,Cl), mask (B,L)."""
@@ -83,11 +94,11 @@ class PWAM(nn.Module):
 class PooledFusion(nn.Module):
     """Table 5 "no PWAM": G_i replaced by one sentence vector (masked mean of the words)."""
 
-    def __init__(self, dim: int, lang_dim: int, dropout: float = 0.0):
+    def __init__(self, dim: int, lang_dim: int, dropout: float = 0.0, activation: str = "gelu"):
         super().__init__()
-        self.vis_project = _projection(dim, dim, dropout)
+        self.vis_project = _projection(dim, dim, dropout, activation)
         self.lang_project = nn.Sequential(nn.Linear(lang_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
-        self.project_mm = _projection(dim, dim, dropout)
+        self.project_mm = _projection(dim, dim, dropout, activation)
 
     def forward(self, x: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
         mask = word_mask.to(words.dtype)[..., None]
@@ -95,7 +106,7 @@ class PooledFusion(nn.Module):
         return self.project_mm(self.vis_project(x) * self.lang_project(sentence)[:, None, :])
 
 
-def language_gate(dim: int, activation: str = "tanh") -> nn.Sequential:
+def language_gate(dim: int, activation: str = "tanh", bias: bool = False) -> nn.Sequential:
     """gamma_i: Linear -> ReLU -> Linear -> tanh (or sigmoid, Table 6a); bias-free as in the official code."""
     act = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[activation]
-    return nn.Sequential(nn.Linear(dim, dim, bias=False), nn.ReLU(), nn.Linear(dim, dim, bias=False), act())
+    return nn.Sequential(nn.Linear(dim, dim, bias=bias), nn.ReLU(), nn.Linear(dim, dim, bias=bias), act())

@@ -42,6 +42,10 @@ _FUSION_RENAMES = {
 }
 
 
+# BERT buffers older transformers versions saved; derived from the config, safe to drop.
+_BERT_NONPERSISTENT_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """torch.load with clear errors. Official files pickle an argparse Namespace, so
     ``weights_only=False`` is needed: only load checkpoints you trust."""
@@ -180,8 +184,9 @@ def load_official_checkpoint(
     if bert_sd is not None:
         own_text_keys = {k for k in model.state_dict() if k.startswith("text_encoder.")}
         for k, v in bert_sd.items():
-            if f"text_encoder.{k}" in own_text_keys:  # skip buffers that modern HF keeps non-persistent
-                state[f"text_encoder.{k}"] = v
+            if k in _BERT_NONPERSISTENT_BUFFERS and f"text_encoder.{k}" not in own_text_keys:
+                continue  # saved by older transformers, non-persistent in modern HF
+            state[f"text_encoder.{k}"] = v  # anything else must fit: the strict load names it
     load_state_dict_strict(model, state, source=str(path))
     return model.eval()
 
@@ -303,7 +308,9 @@ def init_backbone_from_swin(model: LAVT, path_or_state: str | Path | dict[str, A
     else:
         for i, (n_ckpt, n_model) in enumerate(zip(found["depths"], cfg.depths)):
             if n_ckpt != n_model:
-                problems.append(f"layers.{i} has {n_ckpt} blocks (layers.{i}.blocks.0..{n_ckpt - 1}) vs model {n_model}")
+                problems.append(
+                    f"layers.{i} has {n_ckpt} blocks (layers.{i}.blocks.0..{n_ckpt - 1}) vs model {n_model}"
+                )
         for i, (h_ckpt, h_model) in enumerate(zip(found["num_heads"], cfg.num_heads)):
             if h_ckpt != h_model:
                 key = f"layers.{i}.blocks.0.attn.relative_position_bias_table"

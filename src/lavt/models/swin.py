@@ -116,7 +116,8 @@ def window_attention(
     if shifted:
         mask = shift_window_mask((dp, hp, wp), window, shift, x.device).to(q.dtype)
         bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N)
-    bias = bias.expand(n_windows, num_heads, n_tokens, n_tokens).reshape(-1, n_tokens, n_tokens)
+    # 4D (1, nW*heads, N, N): a 3D mask would send SDPA to its slow "math" kernel on CPU.
+    bias = bias.expand(n_windows, num_heads, n_tokens, n_tokens).reshape(1, -1, n_tokens, n_tokens)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=bias, dropout_p=attention_dropout if training else 0.0, scale=head_dim**-0.5
     )  # (B, nW*heads, N, hd)

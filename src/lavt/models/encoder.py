@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
 from ..config import LAVTConfig
@@ -44,6 +45,14 @@ class LanguageAwareStage(nn.Module):
         self.gate = language_gate(dim, cfg.gate, cfg.gate_bias) if cfg.gate != "none" else None
         self.language_pathway = cfg.language_pathway
         self.downsample = PatchMerging(dim) if index < cfg.num_stages - 1 else None
+        self.activation_checkpointing = False  # a training option: recompute blocks in backward
+
+    def run_blocks(self, x: Tensor) -> Tensor:
+        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
+            return self.blocks(x)
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
 
     def fuse(self, v: Tensor, words: Tensor, word_mask: Tensor, need_e: bool = True) -> tuple[Tensor, Tensor | None]:
         """(B, H, W, C) visual features V -> (F, E) on the same grid."""
@@ -87,6 +96,18 @@ class LanguageAwareSwin(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def unused_parameters(self) -> list[str]:
+        """Parameters that never influence the output in this configuration (kept so official
+        checkpoints load): the stage-4 gate unless the decoder reads E_i, and the stage-1 output
+        norm when it reads V_2..V_4. Freezing them lets DDP run without find_unused_parameters."""
+        names = []
+        last = self.stages[-1]
+        if self.cfg.decoder_features != "E" and last.gate is not None:
+            names += [f"stages.{len(self.stages) - 1}.gate.{n}" for n, _ in last.gate.named_parameters()]
+        if self.cfg.decoder_features == "V":
+            names += [f"out_norms.0.{n}" for n, _ in self.out_norms[0].named_parameters()]
+        return names
+
     def forward(self, image: Tensor, words: Tensor, word_mask: Tensor) -> list[Tensor]:
         """image (B or 1, 3, H, W); words (B, L, C_l); word_mask (B, L).
 
@@ -98,7 +119,7 @@ class LanguageAwareSwin(nn.Module):
         mode = self.cfg.decoder_features
         outputs = []
         for i, stage in enumerate(self.stages):
-            v = stage.blocks(x)
+            v = stage.run_blocks(x)
             if v.shape[0] != n_text:
                 v = v.expand(n_text, *v.shape[1:])
             last = stage.downsample is None

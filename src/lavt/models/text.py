@@ -212,6 +212,15 @@ class Tokenizer:
             mask[i, : len(row)] = 1
         return ids, mask
 
+    def blank(self, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token rows for an empty expression ([CLS] [SEP] only): the language-blind control."""
+        row = self._tok.encode("", add_special_tokens=True)
+        ids = torch.full((n, self.max_tokens), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, self.max_tokens), dtype=torch.long)
+        ids[:, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[:, : len(row)] = 1
+        return ids, mask
+
     def _encode_one(self, text: object, label: str) -> list[int]:
         if not isinstance(text, str):
             raise InputError(f"{label} must be a str, got {type(text).__name__}")

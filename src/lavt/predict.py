@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess_image  # the one official input transform
 from .errors import CheckpointError, ConfigError, InputError
 from .models.lavt import CONFIG_NAME, LAVT
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin")
 PRECISIONS = ("fp32", "bf16")
 
@@ -256,15 +255,7 @@ class Predictor:
     # ------------------------------------------------------------------------------------
     def preprocess(self, image: Any) -> torch.Tensor:
         """The official input tensor (1, 3, S, S): bilinear resize to S x S, /255, ImageNet norm."""
-        import torchvision.transforms.functional as TF
-        from torchvision.transforms import InterpolationMode
-
-        img = load_image(image)
-        size = [self.image_size, self.image_size]
-        img = TF.resize(img, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-        x = TF.to_tensor(img)
-        x = TF.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
-        return x.unsqueeze(0)
+        return preprocess_image(load_image(image), self.image_size).unsqueeze(0)
 
     def predict(
         self,

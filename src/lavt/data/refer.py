@@ -442,6 +442,23 @@ class ReferSegmentation(torch.utils.data.Dataset):
             self._target_cache[ref_id] = np.packbits(target.astype(bool), axis=None)
         return target
 
+    def sample_info(self, index: int) -> dict[str, Any]:
+        """What an eval sample is, without loading anything: ref id, image id, sentence and type
+        (train samples have no fixed sentence: ``sentence`` is None)."""
+        ref_id, j = self._sample(index)
+        ref = self.index.refs[ref_id]
+        sentence = ref["sentences"][j] if j >= 0 else None
+        return {
+            "ref_id": ref_id,
+            "image_id": ref["image_id"],
+            "sentence": sentence,
+            "type": (sentence or {}).get("type", ""),
+        }
+
+    def original_image(self, index: int) -> Image.Image:
+        """The sample's image at its original size (RGB)."""
+        return self.load_image(self.index.refs[self._sample(index)[0]]["image_id"])
+
     def original_target(self, index: int) -> np.ndarray:
         """The sample's mask at the original image size, bool (H0, W0)."""
         ref_id, _ = self._sample(index)

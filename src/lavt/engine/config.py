@@ -1,5 +1,9 @@
 """Run configuration: YAML files in ``configs/`` plus ``section.key=value`` command-line overrides.
 
+The recipes ship inside the package (``lavt/configs/*.yaml``; ``configs/`` at the repository root
+links there), so ``lavt train refcoco_swin_b`` works after a plain ``pip install``: a config
+argument that is not an existing file is looked up by name among them.
+
 A run config has four sections: ``model`` (a :class:`lavt.config.LAVTConfig`, optionally from a
 ``preset``), ``data``, ``train`` and ``eval``. Unknown keys are errors (a typo must never be
 silently ignored), and the resolved config is written next to every run.
@@ -137,19 +141,40 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def bundled_configs() -> list[str]:
+    """Names of the recipes shipped with the package (``lavt train NAME``)."""
+    return sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """An existing file, else a bundled recipe by name (``demo`` or ``demo.yaml``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    bundled = BUNDLED_CONFIGS / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    if p.parent == Path(".") and bundled.is_file():
+        return bundled
+    raise ConfigError(f"config file {path} does not exist (bundled recipes: {', '.join(bundled_configs())})")
+
+
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+        path = resolve_config_path(path)
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
+    return load_run_config_dict(apply_overrides(raw, overrides or []))
+
+
+def load_run_config_dict(raw: dict[str, Any]) -> RunConfig:
+    """A RunConfig from its dict form (``RunConfig.to_dict()`` round-trips through this)."""
     unknown = sorted(set(raw) - {"model", *_SECTIONS})
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(unknown)} (known: model, data, train, eval)")

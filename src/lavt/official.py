@@ -1,4 +1,5 @@
-"""Official LAVT checkpoints in (LAVT-RIS ``lavt`` / ``lavt_one``), architecture inferred from keys.
+"""Official LAVT checkpoints in (LAVT-RIS ``lavt`` / ``lavt_one``, LAVT-RS ``lavt_video``),
+architecture inferred from keys.
 
 Layouts read (see docs/official-checkpoints.md):
 * ``lavt``: ``{'model': image model, 'bert_model': BERT state dict (no pooler), ...}``
@@ -42,6 +43,23 @@ _FUSION_RENAMES = {
 }
 
 
+# Video LAVT (LAVT-RS ``lavt_video``) 3D PWAM = SepTPWAM: each projection is a 3x3x3 conv ("_t")
+# beside a 1x1x1 conv ("_s"); ours names the two branches 0 and 1. The 1x1x1 names without a
+# "_t" partner (``W.0``, ``project_mm.0``, structures 7/10/11) are inferred, not verified.
+_SEPT_PROJECTIONS = {
+    "temporal_vis_project": ("vis_project", 0),
+    "spatial_vis_project": ("vis_project", 1),
+    "f_query_t": ("query", 0),
+    "f_query_s": ("query", 1),
+    "W_t": ("out", 0),
+    "W_s": ("out", 1),
+    "W": ("out", 0),
+    "project_mm_t": ("project_mm", 0),
+    "project_mm_s": ("project_mm", 1),
+    "project_mm": ("project_mm", 0),
+}
+
+
 # BERT buffers older transformers versions saved; derived from the config, safe to drop.
 _BERT_NONPERSISTENT_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
@@ -81,11 +99,41 @@ def split_official_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") 
     return model, bert
 
 
+def _video_window(table_rows: int, index_side: int | None) -> tuple[int, int]:
+    """(temporal, spatial) window from a 3D bias table of (2wt-1)(2ws-1)^2 rows (and the
+    prod(window)-sided index when the checkpoint has it)."""
+    candidates = [
+        (wt, ws)
+        for wt in range(1, 65)
+        for ws in range(1, 65)
+        if (2 * wt - 1) * (2 * ws - 1) ** 2 == table_rows and (index_side is None or wt * ws * ws == index_side)
+    ]
+    if len(candidates) > 1:  # without the index the split can be ambiguous: official windows use wt = 8
+        candidates = [c for c in candidates if c[0] == 8] or candidates
+    if len(candidates) != 1:
+        raise CheckpointError(f"cannot infer the 3D window from a relative-position table of {table_rows} rows")
+    return candidates[0]
+
+
+def _video_pwam_structure(model_sd: dict[str, Tensor]) -> int:
+    """Table-1 structure from which 3D PWAM keys exist (1 = naive, 2D PWAM keys)."""
+    prefix = "backbone.layers.0.fusion."
+    if f"{prefix}image_lang_att.f_key.0.weight" in model_sd:
+        return 1
+    if f"{prefix}temporal_vis_project.0.weight" not in model_sd:
+        raise CheckpointError("video checkpoint without a known PWAM (no image_lang_att.* or temporal_vis_project.* keys)")
+    parallel_w = f"{prefix}W_t.0.weight" in model_sd
+    parallel_o = f"{prefix}project_mm_t.0.weight" in model_sd
+    return {(True, True): 12, (True, False): 10, (False, True): 11, (False, False): 7}[(parallel_w, parallel_o)]
+
+
 def infer_config(model_sd: dict[str, Tensor], **overrides: Any) -> LAVTConfig:
-    """Architecture of an official image LAVT from its state dict alone."""
+    """Architecture of an official image or video LAVT from its state dict alone."""
     try:
-        embed_dim = model_sd["backbone.patch_embed.proj.weight"].shape[0]
-        patch = model_sd["backbone.patch_embed.proj.weight"].shape[-1]
+        patch_weight = model_sd["backbone.patch_embed.proj.weight"]
+        video = patch_weight.dim() == 5
+        embed_dim = patch_weight.shape[0]
+        patch = patch_weight.shape[-1]
         depths, heads, windows = [], [], set()
         for i in range(4):
             blocks = {
@@ -98,14 +146,27 @@ def infer_config(model_sd: dict[str, Tensor], **overrides: Any) -> LAVTConfig:
             depths.append(max(blocks) + 1)
             table = model_sd[f"backbone.layers.{i}.blocks.0.attn.relative_position_bias_table"]
             heads.append(table.shape[1])
-            windows.add(round((table.shape[0] ** 0.5 + 1) / 2))
+            if video:
+                index = model_sd.get(f"backbone.layers.{i}.blocks.0.attn.relative_position_index")
+                windows.add(_video_window(table.shape[0], None if index is None else index.shape[0]))
+            else:
+                windows.add(round((table.shape[0] ** 0.5 + 1) / 2))
         if len(windows) != 1:
             raise CheckpointError(f"stages use different window sizes {sorted(windows)}")
-        if "backbone.layers.0.fusion.image_lang_att.f_key.0.weight" in model_sd:
+        video_fields: dict[str, Any] = {}
+        if video:
+            temporal_window, window = windows.pop()
+            structure = _video_pwam_structure(model_sd)
+            video_fields = dict(video=True, temporal_window=temporal_window, pwam_structure=structure)
+            windows = {window}
+        key_name = "fusion.image_lang_att.f_key.0.weight"
+        if video and video_fields["pwam_structure"] != 1:
+            key_name = "fusion.f_key.0.weight"
+        if f"backbone.layers.0.{key_name}" in model_sd:
             fusion = "pwam"
-            lang_dim = model_sd["backbone.layers.0.fusion.image_lang_att.f_key.0.weight"].shape[1]
+            lang_dim = model_sd[f"backbone.layers.0.{key_name}"].shape[1]
         else:
-            raise CheckpointError("no PWAM keys (backbone.layers.0.fusion.image_lang_att.*): unsupported fusion module")
+            raise CheckpointError(f"no PWAM keys (backbone.layers.0.{key_name}): unsupported fusion module")
         hidden = model_sd["classifier.conv1_4.weight"].shape[0]
     except KeyError as e:
         raise CheckpointError(f"official checkpoint lacks expected key {e}") from None
@@ -120,13 +181,15 @@ def infer_config(model_sd: dict[str, Tensor], **overrides: Any) -> LAVTConfig:
         fusion=fusion,
         gate=gate,
         decoder_hidden=hidden if hidden != 4 * embed_dim else None,
+        **video_fields,
     )
     fields.update(overrides)
     return LAVTConfig(**fields)
 
 
 def convert_image_state_dict(model_sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Official image LAVT keys -> ours (without the text encoder)."""
+    """Official image or video LAVT keys -> ours (without the text encoder)."""
+    sept_pwam = any(".fusion.temporal_vis_project." in k for k in model_sd)
     out: dict[str, Tensor] = {}
     for key, value in model_sd.items():
         if key.endswith("relative_position_index") or key.endswith("attn_mask"):
@@ -137,19 +200,28 @@ def convert_image_state_dict(model_sd: dict[str, Tensor]) -> dict[str, Tensor]:
         elif m := re.match(r"backbone\.norm(\d)\.(.*)", key):
             new = f"backbone.out_norms.{m.group(1)}.{m.group(2)}"
         elif m := re.match(r"backbone\.layers\.(\d+)\.(.*)", key):
-            new, value = _rename_stage_key(m.group(1), m.group(2), value)
+            new, value = _rename_stage_key(m.group(1), m.group(2), value, sept_pwam)
             new = "backbone." + new
         out[new] = value
     return out
 
 
-def _rename_stage_key(stage: str, rest: str, value: Tensor) -> tuple[str, Tensor]:
+def _rename_stage_key(stage: str, rest: str, value: Tensor, sept_pwam: bool = False) -> tuple[str, Tensor]:
     """Official ``layers.{i}.<rest>`` -> our ``stages.{i}.<rest>`` (no ``backbone.`` prefix).
 
     Shared by the LAVT importer and the Swin classification initialiser: the Swin block, MLP and
-    PatchMerging names, plus (LAVT only) the PWAM and gate names.
+    PatchMerging names, plus (LAVT only) the PWAM and gate names; ``sept_pwam`` for the 3D PWAM
+    of video checkpoints.
     """
     rest = rest.replace("mlp.fc1.", "mlp.0.").replace("mlp.fc2.", "mlp.3.").replace("res_gate.", "gate.")
+    if sept_pwam and (m := re.match(r"fusion\.(\w+)\.0\.(weight|bias)$", rest)):
+        if m.group(1) in _SEPT_PROJECTIONS:  # 3D PWAM (SepTPWAM) projection
+            name, branch = _SEPT_PROJECTIONS[m.group(1)]
+            if value.dim() == 5 and value.shape[2:] == (1, 1, 1):
+                value = value.flatten(1)  # Conv3d 1x1x1 -> Linear
+            return f"stages.{stage}.fusion.{name}.branches.{branch}.convs.0.proj.{m.group(2)}", value
+        if m.group(1) in ("f_key", "f_value"):  # 3D PWAM word projections: Conv1d k=1 -> Linear
+            return f"stages.{stage}.fusion.{m.group(1)[2:]}.{m.group(2)}", value.squeeze(-1)
     for old, ours in _FUSION_RENAMES.items():
         if rest.startswith(old):
             rest = ours + rest[len(old) :]
@@ -181,6 +253,13 @@ def load_official_checkpoint(
     config = infer_config(model_sd, **config_overrides)
     model = LAVT.from_config(config, pretrained_text_encoder=False)
     state = convert_image_state_dict(model_sd)
+    if config.video:
+        # LAVT-RS trained with --use_checkpoint saves no stage-4 gate; it never influences the
+        # output (E_4 is discarded), so the freshly initialised one is kept.
+        last = f"backbone.stages.{config.num_stages - 1}.gate."
+        if not any(k.startswith(last) for k in state):
+            own = model.state_dict()
+            state.update({k: v for k, v in own.items() if k.startswith(last)})
     if bert_sd is not None:
         own_text_keys = {k for k in model.state_dict() if k.startswith("text_encoder.")}
         for k, v in bert_sd.items():

@@ -1,7 +1,10 @@
-"""The language-aware Swin encoder (paper Sec. 3.1.1, Fig. 2).
+"""The language-aware Swin encoder (paper Sec. 3.1.1, Fig. 2; video: Sec. 3.2, Fig. 5a).
 
 Per stage i: Swin blocks -> V_i; F_i = PWAM(V_i, L); E_i = V_i + gate(F_i) * F_i (the language
-pathway); PatchMerging(E_i) feeds stage i+1. The decoder reads LayerNorm(F_i) (official per-stage
+pathway); PatchMerging(E_i) feeds stage i+1. Images run on (B, H, W, C) tokens with 2D windows;
+videos (``config.video``) on (B, T, H, W, C) tokens with Video Swin's 3D windows, the 3D PWAM of
+the configured Table-1 structure, a token-wise gate and spatial-only patch merging; their decoder
+inputs are returned per frame, (B*T, C, H, W) batch-major (row b*T + t), as the official code. The decoder reads LayerNorm(F_i) (official per-stage
 ``norm{i}``; the paper omits it). Stage 4's E_4 is computed only when the decoder reads E_i
 (official: E_4 is discarded, the stage-4 gate is dead weight, but kept so checkpoints load).
 """
@@ -14,29 +17,44 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
 from ..config import LAVTConfig
+from torchvision.models.video.swin_transformer import PatchEmbed3d
+
 from .pwam import PWAM, PooledFusion, language_gate
-from .swin import PatchEmbed2d, WindowAttention2d
+from .pwam3d import PWAM3d
+from .swin import PatchEmbed2d, WindowAttention2d, WindowAttention3d
 
 
 class LanguageAwareStage(nn.Module):
     def __init__(self, cfg: LAVTConfig, index: int, drop_path: list[float]) -> None:
         super().__init__()
         dim, ws = cfg.stage_dims[index], cfg.window_size
+        window = [cfg.temporal_window, ws, ws] if cfg.video else [ws, ws]
         self.blocks = nn.Sequential(
             *(
+                # torchvision's block is dimension-agnostic; only the attention differs
                 SwinTransformerBlock(
                     dim,
                     cfg.num_heads[index],
-                    window_size=[ws, ws],
-                    shift_size=[0, 0] if j % 2 == 0 else [ws // 2, ws // 2],
+                    window_size=window,
+                    shift_size=[0] * len(window) if j % 2 == 0 else [w // 2 for w in window],
                     mlp_ratio=cfg.mlp_ratio,
                     stochastic_depth_prob=drop_path[j],
-                    attn_layer=WindowAttention2d,
+                    attn_layer=WindowAttention3d if cfg.video else WindowAttention2d,
                 )
                 for j in range(cfg.depths[index])
             )
         )
-        if cfg.fusion == "pwam":
+        if cfg.fusion == "pwam" and cfg.video and cfg.pwam_structure != 1:
+            self.fusion = PWAM3d(
+                dim,
+                cfg.lang_dim,
+                cfg.pwam_structure,
+                cfg.pwam_heads[index],
+                cfg.pwam_norm,
+                cfg.fusion_dropout,
+                cfg.pwam_activation,
+            )
+        elif cfg.fusion == "pwam":  # images, and the naive video LAVT (structure 1)
             self.fusion = PWAM(
                 dim, cfg.lang_dim, cfg.pwam_heads[index], cfg.pwam_norm, cfg.fusion_dropout, cfg.pwam_activation
             )
@@ -44,6 +62,7 @@ class LanguageAwareStage(nn.Module):
             self.fusion = PooledFusion(dim, cfg.lang_dim, cfg.fusion_dropout, cfg.pwam_activation)
         self.gate = language_gate(dim, cfg.gate, cfg.gate_bias) if cfg.gate != "none" else None
         self.language_pathway = cfg.language_pathway
+        # torchvision's PatchMerging merges the last two grid axes: spatial-only for videos too
         self.downsample = PatchMerging(dim) if index < cfg.num_stages - 1 else None
         self.activation_checkpointing = False  # a training option: recompute blocks in backward
 
@@ -55,9 +74,9 @@ class LanguageAwareStage(nn.Module):
         return x
 
     def fuse(self, v: Tensor, words: Tensor, word_mask: Tensor, need_e: bool = True) -> tuple[Tensor, Tensor | None]:
-        """(B, H, W, C) visual features V -> (F, E) on the same grid."""
-        b, h, w, c = v.shape
-        f = self.fusion(v.reshape(b, h * w, c), words, word_mask).view(b, h, w, c)
+        """(B, *grid, C) visual features V -> (F, E) on the same grid (grid (H, W) or (T, H, W))."""
+        b, *grid, c = v.shape
+        f = self.fusion(v.reshape(b, -1, c), words, word_mask, tuple(grid)).view(v.shape)
         if not need_e:
             return f, None
         if not self.language_pathway:
@@ -71,7 +90,12 @@ class LanguageAwareSwin(nn.Module):
     def __init__(self, cfg: LAVTConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = PatchEmbed2d(cfg.patch_size, cfg.embed_dim)
+        if cfg.video:  # Conv3d (1, p, p) + LN, pads H/W to a multiple of the patch like the 2D one
+            self.patch_embed: nn.Module = PatchEmbed3d(
+                [1, cfg.patch_size, cfg.patch_size], embed_dim=cfg.embed_dim, norm_layer=nn.LayerNorm
+            )
+        else:
+            self.patch_embed = PatchEmbed2d(cfg.patch_size, cfg.embed_dim)
         rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
         starts = [sum(cfg.depths[:i]) for i in range(cfg.num_stages)]
         self.stages = nn.ModuleList(
@@ -109,13 +133,17 @@ class LanguageAwareSwin(nn.Module):
         return names
 
     def forward(self, image: Tensor, words: Tensor, word_mask: Tensor) -> list[Tensor]:
-        """image (B or 1, 3, H, W); words (B, L, C_l); word_mask (B, L).
+        """image (B or 1, 3, H, W), or a video (B or 1, T, 3, H, W); words (B, L, C_l);
+        word_mask (B, L).
 
-        An image batch of 1 with B expressions runs the language-free part (patch embedding and
-        the stage-1 Swin blocks) once and shares it across the expressions.
+        A batch of 1 image (clip) with B expressions runs the language-free part (patch
+        embedding and the stage-1 Swin blocks) once and shares it across the expressions.
         """
         n_text = words.shape[0]
-        x = self.patch_embed(image)
+        if self.cfg.video:
+            x = self.patch_embed(image.transpose(1, 2))  # (B, 3, T, H, W) -> (B, T, H', W', C)
+        else:
+            x = self.patch_embed(image)
         mode = self.cfg.decoder_features
         outputs = []
         for i, stage in enumerate(self.stages):
@@ -126,7 +154,10 @@ class LanguageAwareSwin(nn.Module):
             f, e = stage.fuse(v, words, word_mask, need_e=not last or mode == "E")
             chosen = {"F": f, "E": e, "V": v}[mode]
             if not (mode == "V" and i == 0):  # V_1 is pure vision: the V variant skips it
-                outputs.append(self.out_norms[i](chosen).permute(0, 3, 1, 2))
+                y = self.out_norms[i](chosen)
+                if self.cfg.video:  # (B, T, H, W, C) -> (B*T, C, H, W), row b*T + t
+                    y = y.flatten(0, 1)
+                outputs.append(y.permute(0, 3, 1, 2))
             if not last:
                 x = stage.downsample(e)
         return outputs

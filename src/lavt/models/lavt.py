@@ -68,13 +68,25 @@ class LAVT(nn.Module):
         text_features: Tensor | None = None,
         text_mask: Tensor | None = None,
     ) -> list[Tensor]:
-        """The decoder inputs LN(F_i) (or E_i / V_i per config), finest first."""
+        """The decoder inputs LN(F_i) (or E_i / V_i per config), finest first; for videos one
+        map per frame, (B*T, C_i, H_i, W_i) batch-major."""
         words, mask = self._words(input_ids, attention_mask, text_features, text_mask)
-        if image.dim() != 4 or image.shape[1] != 3:
-            raise InputError(f"expected an image batch of shape (B, 3, H, W), got {tuple(image.shape)}")
+        image = self._check_visual_input(image)
         if image.shape[0] not in (1, words.shape[0]):
-            raise InputError(f"{image.shape[0]} images but {words.shape[0]} expressions")
+            kind = "clips" if self.config.video else "images"
+            raise InputError(f"{image.shape[0]} {kind} but {words.shape[0]} expressions")
         return self.backbone(image, words, mask)
+
+    def _check_visual_input(self, x: Tensor) -> Tensor:
+        if self.config.video:
+            if x.dim() == 4 and x.shape[1] == 3:  # an image is a one-frame clip
+                return x.unsqueeze(1)
+            if x.dim() != 5 or x.shape[2] != 3 or x.shape[1] < 1:
+                raise InputError(f"expected a video batch of shape (B, T, 3, H, W), got {tuple(x.shape)}")
+            return x
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise InputError(f"expected an image batch of shape (B, 3, H, W), got {tuple(x.shape)}")
+        return x
 
     def forward(
         self,
@@ -86,6 +98,8 @@ class LAVT(nn.Module):
         text_mask: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, 2, H, W) at the input size; channel 1 = object. ``argmax`` gives the mask.
+        Video models take clips (B, T, 3, H, W) and return (B, T, 2, H, W) (an image batch
+        (B, 3, H, W) is a batch of one-frame clips and gives (B, 2, H, W)).
 
         Give either token ids (``input_ids``, ``attention_mask``; needs a text encoder) or word
         features ``text_features`` (B, L, C_l) with ``text_mask`` (B, L), 1 = real word.
@@ -94,8 +108,11 @@ class LAVT(nn.Module):
         feats = self.stage_features(
             image, input_ids, attention_mask, text_features=text_features, text_mask=text_mask
         )
-        logits = self.decoder(feats)
-        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+        logits = self.decoder(feats)  # video: the decoder sees the B*T frames as a batch
+        logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+        if self.config.video and image.dim() == 5:
+            logits = logits.view(-1, image.shape[1], *logits.shape[1:])
+        return logits
 
     def _words(self, input_ids, attention_mask, text_features, text_mask) -> tuple[Tensor, Tensor]:
         if text_features is not None:

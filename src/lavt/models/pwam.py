@@ -77,18 +77,30 @@ class PWAM(nn.Module):
 
     def attend(self, x: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
         """G_i: for every pixel, a mixture of word features. x (B,N,C), words (B,L,Cl), mask (B,L)."""
-        b, n, c = x.shape
-        h = self.num_heads
-        mask = word_mask.to(x.dtype)
-        q = self.query_norm(self.query(x)).view(b, n, h, c // h).transpose(1, 2)
-        k = (self.key(words) * mask[..., None]).view(b, -1, h, c // h).transpose(1, 2)
-        v = (self.value(words) * mask[..., None]).view(b, -1, h, c // h).transpose(1, 2)
-        word_bias = ((1.0 - mask) * MASKED_WORD_LOGIT)[:, None, None, :]  # (B, 1, 1, L)
-        g = F.scaled_dot_product_attention(q, k, v, attn_mask=word_bias, scale=c**-0.5)
-        return self.out_norm(self.out(g.transpose(1, 2).reshape(b, n, c)))
+        q = self.query_norm(self.query(x))
+        g = pixel_word_attention(q, self.key(words), self.value(words), word_mask, self.num_heads)
+        return self.out_norm(self.out(g))
 
-    def forward(self, x: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, words: Tensor, word_mask: Tensor, grid: tuple[int, ...] | None = None) -> Tensor:
+        # grid (the token layout) is unused: every projection is element-wise
         return self.project_mm(self.vis_project(x) * self.attend(x, words, word_mask))
+
+
+def pixel_word_attention(q: Tensor, keys: Tensor, values: Tensor, word_mask: Tensor, num_heads: int) -> Tensor:
+    """softmax(q k^T / sqrt(C)) v for pixel queries q (B,N,C) over word keys/values (B,L,C).
+
+    Official details: padded words are zeroed in keys and values *and* pushed to -1e4 (not
+    -inf) before the softmax; the scale is C^-1/2 of the full width even with several heads.
+    """
+    b, n, c = q.shape
+    h = num_heads
+    mask = word_mask.to(q.dtype)
+    q = q.view(b, n, h, c // h).transpose(1, 2)
+    k = (keys * mask[..., None]).view(b, -1, h, c // h).transpose(1, 2)
+    v = (values * mask[..., None]).view(b, -1, h, c // h).transpose(1, 2)
+    word_bias = ((1.0 - mask) * MASKED_WORD_LOGIT)[:, None, None, :]  # (B, 1, 1, L)
+    g = F.scaled_dot_product_attention(q, k, v, attn_mask=word_bias, scale=c**-0.5)
+    return g.transpose(1, 2).reshape(b, n, c)
 
 
 class PooledFusion(nn.Module):
@@ -100,7 +112,7 @@ class PooledFusion(nn.Module):
         self.lang_project = nn.Sequential(nn.Linear(lang_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
         self.project_mm = _projection(dim, dim, dropout, activation)
 
-    def forward(self, x: Tensor, words: Tensor, word_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, words: Tensor, word_mask: Tensor, grid: tuple[int, ...] | None = None) -> Tensor:
         mask = word_mask.to(words.dtype)[..., None]
         sentence = (words * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return self.project_mm(self.vis_project(x) * self.lang_project(sentence)[:, None, :])

@@ -76,6 +76,7 @@ class YTVOSExpression:
     exp_id: str
     text: str
     obj_id: int | None
+    type: str = ""  # optional extra key (the synthetic set's expression type), "" otherwise
 
 
 @dataclass(frozen=True)
@@ -135,15 +136,20 @@ class YTVOSIndex:
             raise DatasetError(f"Ref-YouTube-VOS root {self.root} does not exist (or is not a directory)")
         self.meta_path = self.root / "meta_expressions" / split / META_EXPRESSIONS
         self.image_dir = self.root / split / "JPEGImages"
-        self.has_annotations = split in ANNOTATED_SPLITS
+        # train always; another split when its Annotations/ folder exists (a locally annotated
+        # valid set, e.g. the synthetic videos or a held-out part of train)
+        self.has_annotations = split in ANNOTATED_SPLITS or (self.root / split / "Annotations").is_dir()
         self.annotation_dir: Path | None = self.root / split / "Annotations" if self.has_annotations else None
         meta_json = self.root / split / "meta.json"
         self.meta_json_path: Path | None = meta_json if meta_json.is_file() else None
 
         videos = self._read_meta(self.meta_path)
-        if split == "valid":
-            self.test_meta_path: Path | None = self.root / "meta_expressions" / "test" / META_EXPRESSIONS
-            test_videos = self._read_meta(self.test_meta_path, needed_for=" (needed to split valid from test)")
+        test_meta = self.root / "meta_expressions" / "test" / META_EXPRESSIONS
+        # the real valid meta also lists the test videos; an annotated local valid set (no
+        # test meta) is taken whole
+        if split == "valid" and (test_meta.is_file() or not self.has_annotations):
+            self.test_meta_path: Path | None = test_meta
+            test_videos = self._read_meta(test_meta, needed_for=" (needed to split valid from test)")
             videos = {v: d for v, d in videos.items() if v not in test_videos}
         else:
             self.test_meta_path = None
@@ -194,7 +200,7 @@ class YTVOSIndex:
             if not isinstance(e, dict) or not isinstance(e.get("exp"), str):
                 raise DatasetError(f"{where}: expression {exp_id} has no 'exp' text")
             obj = None
-            if self.split in ANNOTATED_SPLITS:
+            if self.has_annotations:
                 if "obj_id" not in e:
                     raise DatasetError(f"{where}: expression {exp_id} has no 'obj_id'")
                 obj = _obj_id(e["obj_id"], f"{where}, expression {exp_id}")
@@ -203,7 +209,7 @@ class YTVOSIndex:
                         f"{where}, expression {exp_id}: obj_id {obj} is not an object of that video in "
                         f"{self.meta_json_path} (objects: {', '.join(map(str, sorted(objects))) or 'none'})"
                     )
-            exps.append(YTVOSExpression(vid, exp_id, e["exp"], obj))
+            exps.append(YTVOSExpression(vid, exp_id, e["exp"], obj, str(e.get("type", ""))))
         return YTVOSVideo(vid, tuple(sorted(frames)), tuple(exps), dict(objects or {}))
 
     # ------------------------------------------------------------------------------------
@@ -412,7 +418,7 @@ class ReferYouTubeVOS(torch.utils.data.Dataset):
         if self.mode == "eval" and self.eval_clip_len is not None:
             frames = windows(frames, self.eval_clip_len)[j]
         return {"video_id": e.video_id, "exp_id": e.exp_id, "obj_id": e.obj_id, "text": e.text,
-                "frame_names": frames, "anchor": j if self.mode == "train" else None}
+                "type": e.type, "frame_names": frames, "anchor": j if self.mode == "train" else None}
 
     def original_masks(self, index: int) -> np.ndarray:
         """The referred object's masks at original size, bool (N, H0, W0), for the sample's eval
@@ -495,6 +501,7 @@ class ReferYouTubeVOS(torch.utils.data.Dataset):
             "exp_id": e.exp_id,
             "obj_id": e.obj_id,
             "frame_names": names,
+            "type": e.type,
             "frame_indices": torch.tensor(idx, dtype=torch.int64),
             "orig_sizes": orig_sizes,
             "orig_size": orig_sizes[0].clone(),
@@ -562,6 +569,7 @@ class PseudoVideoDataset(torch.utils.data.Dataset):
             orig_size=size,
         )
         item.setdefault("text", "")
+        item.setdefault("type", "")
         item.setdefault("video_id", f"ref{item['ref_id']}" if "ref_id" in item else f"image{index}")
         item.setdefault("exp_id", str(item["sent_id"]) if "sent_id" in item else "0")
         item.setdefault("obj_id", 1)

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 
 @dataclass
 class DataConfig:
-    name: str = "refer"  # "refer": RefCOCO / RefCOCO+ / G-Ref / synthetic (the refer layout)
+    name: str = "refer"  # "refer": RefCOCO / RefCOCO+ / G-Ref / synthetic (refer layout); "ytvos": Ref-YouTube-VOS layout
     root: str = "./refer/data"
     dataset: str = "refcoco"
     split_by: str = "unc"
@@ -36,6 +36,8 @@ class DataConfig:
     num_workers: int = 2
     cache_images: bool = False
     synthetic: dict[str, Any] | None = None  # generate the synthetic set into root first (kwargs)
+    clip_len: int = 8  # video: frames per training clip (official sampling: anchor + local + global)
+    eval_clip_len: int | None = None  # video eval: None = the whole video in one pass (official)
 
 
 @dataclass

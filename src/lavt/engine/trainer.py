@@ -131,8 +131,10 @@ class EpochSampler(Sampler[int]):
 
 def build_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
     d = cfg.data
+    if d.name == "ytvos":
+        return _video_datasets(cfg, tokenizer)
     if d.name != "refer":
-        raise ConfigError(f"data.name={d.name!r}: only 'refer' (RefCOCO family and synthetic) is available")
+        raise ConfigError(f"data.name={d.name!r}: use 'refer' (RefCOCO family, synthetic images) or 'ytvos' (videos)")
     from ..data.refer import ReferSegmentation
 
     if d.synthetic is not None:
@@ -149,8 +151,31 @@ def build_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
         blank_expressions=d.blank_expressions,
         cache_images=d.cache_images,
     )
-    train = ReferSegmentation(split=d.train_split, mode="train", seed=cfg.train.seed, **common)
+    train: Dataset = ReferSegmentation(split=d.train_split, mode="train", seed=cfg.train.seed, **common)
     val = ReferSegmentation(split=d.val_split, mode="eval", **common)
+    if cfg.model.video and d.clip_len > 1:
+        # video LAVT on referring images: pseudo-clips of the image repeated (official pretraining)
+        from ..data.ytvos import PseudoVideoDataset
+
+        train = PseudoVideoDataset(train, d.clip_len)
+    return train, val
+
+
+def _video_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
+    from ..data.ytvos import ReferYouTubeVOS
+
+    d = cfg.data
+    if not cfg.model.video:
+        raise ConfigError("data.name=ytvos needs a video model (model.video: true)")
+    if d.blank_expressions:
+        raise ConfigError("data.blank_expressions is only implemented for the refer layout")
+    if d.synthetic is not None:
+        from ..data.synthetic_video import generate_synthetic_videos
+
+        generate_synthetic_videos(d.root, **d.synthetic)
+    common = dict(image_size=d.image_size, tokenizer=tokenizer, clip_len=d.clip_len)
+    train = ReferYouTubeVOS(d.root, split=d.train_split, mode="train", seed=cfg.train.seed, **common)
+    val = ReferYouTubeVOS(d.root, split=d.val_split, mode="eval", eval_clip_len=d.eval_clip_len, **common)
     return train, val
 
 
@@ -191,6 +216,8 @@ def evaluate(
     from ..metrics import score_prediction
 
     env = env or DistEnv(device=next(model.parameters()).device)
+    if hasattr(dataset, "original_masks"):  # video clips: J&F
+        return evaluate_video(model, dataset, env, precision, max_samples, progress)
     was_training = model.training
     model.eval()
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
@@ -222,7 +249,71 @@ def evaluate(
     return result
 
 
+@torch.inference_mode()
+def evaluate_video(
+    model: nn.Module,
+    dataset: Dataset,
+    env: DistEnv | None = None,
+    precision: str = "fp32",
+    max_samples: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Region J, boundary F and J&F (DAVIS definitions) per expression over its frames at the
+    original frame size (logits upsampled bilinearly, align_corners, then argmax: the official
+    LAVT-RS post-processing), averaged over expressions; grouped by expression type when the
+    data has one. Also frame-level oIoU / mIoU at the model resolution (A2D style)."""
+    from ..data.ytvos import logits_to_masks
+    from ..video_metrics import JFMeter
+
+    env = env or DistEnv(device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    indices = list(range(n))[env.rank :: env.world_size]
+    jf_records, ris_records = [], []
+    for index in tqdm(indices, desc="eval", disable=not (progress and env.is_main), leave=False):
+        item = dataset[index]  # one expression, its whole video (or window): clip lengths vary
+        with autocast(precision, env.device):
+            logits = model(
+                item["video"][None].to(env.device),
+                item["input_ids"][None].to(env.device),
+                item["attention_mask"][None].to(env.device),
+            )[0].float().cpu()  # (T, 2, S, S)
+        gt = dataset.original_masks(index)
+        pred = logits_to_masks(logits, gt.shape[-2:]).numpy()
+        key = (item["video_id"], item["exp_id"])
+        jf_records.append((key, int(item["frame_indices"][0]), pred, gt, item.get("type") or None))
+        small = logits.argmax(1).bool()
+        target = item["target"].bool()
+        for t in range(small.shape[0]):
+            ris_records.append((int((small[t] & target[t]).sum()), int((small[t] | target[t]).sum()), item.get("type") or None))
+    # an expression evaluated in windows is scored once, over all its frames
+    windows: dict[tuple[str, str], list] = {}
+    for part in all_gather_objects(jf_records, env):
+        for key, first, pred, gt, group in part:
+            windows.setdefault(key, []).append((first, pred, gt, group))
+    meter = JFMeter()
+    for (video, expression), parts in windows.items():
+        parts.sort(key=lambda p: p[0])
+        pred = np.concatenate([p[1] for p in parts])
+        gt = np.concatenate([p[2] for p in parts])
+        meter.update(video, expression, pred, gt, group=parts[0][3])
+    ris = RISMeter()
+    for part in all_gather_objects(ris_records, env):
+        for i, u, group in part:
+            ris.update_counts(i, u, group=group)
+    model.train(was_training)
+    result = meter.compute()
+    frames = ris.compute()
+    result.update(oIoU=frames["oIoU"], mIoU=frames["mIoU"], protocol="davis")
+    return result
+
+
 def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    if "video" in batch[0]:
+        from ..data.ytvos import collate_video
+
+        return collate_video(batch)
     from ..data.refer import collate_refer
 
     return collate_refer(batch)
@@ -284,7 +375,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_schedule(self.total_steps, t.lr_power))
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self.best_oiou = -1.0
+        self.best_oiou = -1.0  # best validation score: oIoU (images) or J&F (videos)
         self.history: dict[str, list] = {"train": [], "val": []}
         self.writer = self._tensorboard()
         if resume is not None:
@@ -360,11 +451,13 @@ class Trainer:
             sync = k == len(batches) - 1
             ctx = self.ddp_model.no_sync() if (self.env.distributed and not sync) else nullcontext()
             with ctx:
+                visual = batch["video"] if "video" in batch else batch["image"]
                 with autocast(t.precision, dev):
-                    logits = self.ddp_model(
-                        batch["image"].to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
-                    )
-                loss = self.loss_fn(logits.float(), batch["target"].to(dev)) / len(batches)
+                    logits = self.ddp_model(visual.to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev))
+                target = batch["target"].to(dev)
+                if logits.dim() == 5:  # video: every frame of every clip is supervised (official)
+                    logits, target = logits.flatten(0, 1), target.flatten(0, 1)
+                loss = self.loss_fn(logits.float(), target) / len(batches)
                 self.scaler.scale(loss).backward()
             total += loss.item()
         if t.clip_grad_norm:
@@ -409,9 +502,12 @@ class Trainer:
                 if self.epoch % t.val_every == 0 or self.epoch == t.epochs:
                     result = self._validate()
                     if self.progress and self.env.is_main:
+                        video = "J&F" in result
                         bar.write(
-                            f"{self.desc}: epoch {self.epoch} step {self.step}: val oIoU {result['oIoU']:.2f} "
-                            f"mIoU {result['mIoU']:.2f} (best oIoU {self.best_oiou:.2f})"
+                            f"{self.desc}: epoch {self.epoch} step {self.step}: val "
+                            + (f"J&F {result['J&F']:.2f} " if video else "")
+                            + f"oIoU {result['oIoU']:.2f} mIoU {result['mIoU']:.2f} "
+                            f"(best {'J&F' if video else 'oIoU'} {self.best_oiou:.2f})"
                         )
                 self.save()
             self.save()
@@ -447,12 +543,14 @@ class Trainer:
             max_samples=t.val_max_samples,
             progress=self.progress,
         )
-        self.history["val"].append({"step": self.step, "epoch": self.epoch, **{k: result[k] for k in ("oIoU", "mIoU")}})
+        keys = [k for k in ("oIoU", "mIoU", "J", "F", "J&F") if k in result]
+        self.history["val"].append({"step": self.step, "epoch": self.epoch, **{k: result[k] for k in keys}})
         if self.writer is not None:
-            for k in ("oIoU", "mIoU"):
+            for k in keys:
                 self.writer.add_scalar(f"val/{k}", result[k], self.step)
-        if result["oIoU"] > self.best_oiou:
-            self.best_oiou = result["oIoU"]
+        score = result.get("J&F", result["oIoU"])  # model selection: J&F for videos, oIoU for images
+        if score > self.best_oiou:
+            self.best_oiou = score
             self.save("best.pt")
             if self.env.is_main:
                 self.model.save_pretrained(self.out / "best_model", tokenizer=self.tokenizer)

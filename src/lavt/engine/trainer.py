@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
@@ -165,8 +165,6 @@ def _video_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
     from ..data.ytvos import ReferYouTubeVOS
 
     d = cfg.data
-    if not cfg.model.video:
-        raise ConfigError("data.name=ytvos needs a video model (model.video: true)")
     if d.blank_expressions:
         raise ConfigError("data.blank_expressions is only implemented for the refer layout")
     if d.synthetic is not None:
@@ -274,7 +272,8 @@ def evaluate_video(
     for index in tqdm(indices, desc="eval", disable=not (progress and env.is_main), leave=False):
         item = dataset[index]  # one expression, its whole video (or window): clip lengths vary
         with autocast(precision, env.device):
-            logits = model(
+            logits = forward_visual(
+                model,
                 item["video"][None].to(env.device),
                 item["input_ids"][None].to(env.device),
                 item["attention_mask"][None].to(env.device),
@@ -307,6 +306,19 @@ def evaluate_video(
     frames = ris.compute()
     result.update(oIoU=frames["oIoU"], mIoU=frames["mIoU"], protocol="davis")
     return result
+
+
+def forward_visual(model: nn.Module, visual: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Logits for an image batch (B, 3, H, W) or a clip batch (B, T, 3, H, W) -> (B, T, 2, H, W).
+
+    An image model given clips runs their frames as one batch with each expression repeated T
+    times (the per-frame baseline of paper Table 8; official ``evaluate_single_frames``)."""
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    if visual.dim() == 5 and not core.config.video:
+        b, t = visual.shape[:2]
+        logits = model(visual.flatten(0, 1), input_ids.repeat_interleave(t, 0), attention_mask.repeat_interleave(t, 0))
+        return logits.view(b, t, *logits.shape[1:])
+    return model(visual, input_ids, attention_mask)
 
 
 def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -453,7 +465,9 @@ class Trainer:
             with ctx:
                 visual = batch["video"] if "video" in batch else batch["image"]
                 with autocast(t.precision, dev):
-                    logits = self.ddp_model(visual.to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev))
+                    logits = forward_visual(
+                        self.ddp_model, visual.to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
+                    )
                 target = batch["target"].to(dev)
                 if logits.dim() == 5:  # video: every frame of every clip is supervised (official)
                     logits, target = logits.flatten(0, 1), target.flatten(0, 1)

@@ -38,6 +38,17 @@ def _one_line(text: object) -> str:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, load_image, save_prediction, validate_expressions
 
+    if args.video is not None:
+        return _cmd_predict_video(args)
+    video_only = [
+        flag for flag, value in (("--window", args.window), ("--max-frames", args.max_frames), ("--mp4", args.mp4),
+                                 ("--submission", args.submission), ("--video-id", args.video_id),
+                                 ("--exp-id", args.exp_id)) if value not in (None, False)
+    ]
+    if video_only:
+        raise ConfigError(f"{video_only[0]} applies to videos only (--video PATH), not to --image")
+    if args.out is None:
+        raise ConfigError("give the output directory with --out DIR")
     texts = validate_expressions(args.text)  # cheap checks first, before loading the model
     image = load_image(args.image)
     predictor = Predictor(
@@ -49,6 +60,49 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     pred = predictor.predict(image, texts, return_probs=args.logits)
     for path in save_prediction(pred, image, args.out, Path(args.image).stem):
         print(path)
+    return 0
+
+
+def _cmd_predict_video(args: argparse.Namespace) -> int:
+    from .data.ytvos import write_submission
+    from .predict import Predictor, save_video_prediction, validate_expressions
+    from .video_io import load_video
+
+    if args.out is None and args.submission is None:
+        raise ConfigError("give an output directory: --out DIR and/or --submission DIR")
+    if args.submission is None and (args.video_id is not None or args.exp_id is not None):
+        raise ConfigError("--video-id / --exp-id name the --submission layout; add --submission DIR")
+    if args.window is not None and args.window < 1:
+        raise ConfigError(f"--window must be a positive number of frames, got {args.window}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be a positive number of frames, got {args.max_frames}")
+    texts = validate_expressions(args.text)  # cheap checks first, before loading the model
+    exp_ids = args.exp_id if args.exp_id is not None else [str(k) for k in range(len(texts))]
+    if len(exp_ids) != len(texts):
+        raise ConfigError(f"{len(exp_ids)} --exp-id values for {len(texts)} --text expressions; give one per expression")
+    source = Path(args.video)
+    frames, names, fps = load_video(source, max_frames=args.max_frames)
+    predictor = Predictor(
+        args.model,
+        device=args.device,
+        precision="bf16" if args.bf16 else "fp32",
+        image_size=args.image_size,
+    )
+    pred = predictor.predict_video(
+        frames, texts, frame_names=names, fps=fps, window=args.window, return_probs=args.logits, progress=True
+    )
+    if args.out is not None:
+        shown: list[Path] = []
+        for path in save_video_prediction(pred, frames, args.out, mp4=args.mp4):
+            item = path.parent if path.suffix == ".png" else path  # one line per mask folder
+            if item not in shown:
+                shown.append(item)
+                print(item)
+    if args.submission is not None:
+        video_id = args.video_id if args.video_id is not None else (source.stem or source.resolve().name)
+        for k, exp_id in enumerate(exp_ids):
+            paths = write_submission(args.submission, video_id, exp_id, names, pred.masks[k])
+            print(paths[0].parent)
     return 0
 
 
@@ -84,9 +138,18 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    parallel = {"auto": None, "yes": True, "no": False}[args.parallel]
+    if args.video:
+        from .demo_video import format_summary as format_video, run_video_demo
+
+        out = args.out or "lavt-video-demo"
+        report = run_video_demo(out, data_root=args.data_root, overrides=args.overrides, parallel=parallel)
+        print(format_video(report))
+        print(f"report: {Path(out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
+        return 0
     from .demo import format_summary, run_demo
 
-    parallel = {"auto": None, "yes": True, "no": False}[args.parallel]
+    args.out = args.out or "lavt-demo"
     report = run_demo(args.out, data_root=args.data_root, overrides=args.overrides, parallel=parallel)
     print(format_summary(report))
     print(f"report: {Path(args.out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
@@ -126,17 +189,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("predict", help="segment an image for one or more expressions")
+    p = sub.add_parser("predict", help="segment an image or a video for one or more expressions")
     p.add_argument("--model", required=True, help="lavt model directory, official .pth checkpoint or hub repo id")
-    p.add_argument("--image", required=True, help="image file")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", help="image file")
+    source.add_argument(
+        "--video", metavar="PATH",
+        help="video: a directory of frames (.jpg/.png, name order), a GIF/WebP, or a video file (mp4, ...; needs PyAV)",
+    )
     p.add_argument(
         "--text", required=True, action="append", metavar="EXPRESSION", help="referring expression (repeatable)"
     )
-    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument(
+        "--out", default=None,
+        help="output directory (created if missing); a video with --submission may omit it",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--bf16", action="store_true", help="run the model in bfloat16 autocast")
     p.add_argument("--image-size", type=int, default=480, help="square input side (official: 480)")
     p.add_argument("--logits", action="store_true", help="also save the object probability as 8-bit PNGs")
+    v = p.add_argument_group("video options")
+    v.add_argument(
+        "--window", type=int, default=None, metavar="T",
+        help="video models: run consecutive windows of T frames (default: the whole video in one pass, official)",
+    )
+    v.add_argument("--max-frames", type=int, default=None, metavar="N", help="use the first N frames only")
+    v.add_argument("--mp4", action="store_true", help="also write the overlays as MP4 (needs PyAV)")
+    v.add_argument(
+        "--submission", default=None, metavar="DIR",
+        help="also write Ref-YouTube-VOS submission masks DIR/Annotations/<video-id>/<exp-id>/<frame>.png",
+    )
+    v.add_argument("--video-id", default=None, help="submission video id (default: the video's file/folder name)")
+    v.add_argument(
+        "--exp-id", default=None, action="append", metavar="ID",
+        help="submission expression id, one per --text in order (default: 0, 1, ...)",
+    )
     p.set_defaults(func=_cmd_predict)
 
     c = sub.add_parser("convert", help="convert an official LAVT checkpoint to a lavt model directory")
@@ -169,10 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the synthetic benchmark, train LAVT and a language-blind control on it, "
         "evaluate both and write a report (CPU, ~10 minutes)",
     )
-    d.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides of configs/demo.yaml")
-    d.add_argument("--out", default="lavt-demo", help="report folder (default: lavt-demo)")
     d.add_argument(
-        "--data-root", default=None, help="where the synthetic set is cached (default: ~/.cache/lavt/synthetic-demo)"
+        "overrides", nargs="*", metavar="section.key=value", help="overrides of configs/demo.yaml (demo_video.yaml)"
+    )
+    d.add_argument(
+        "--video", action="store_true",
+        help="the video demo: 3D PWAM vs naive video LAVT vs a per-frame image LAVT on synthetic videos (~20 min)",
+    )
+    d.add_argument("--out", default=None, help="report folder (default: lavt-demo, or lavt-video-demo)")
+    d.add_argument(
+        "--data-root", default=None,
+        help="where the synthetic set is cached (default: ~/.cache/lavt/synthetic-demo or synthetic-video-demo)"
     )
     d.add_argument(
         "--parallel", choices=("auto", "yes", "no"), default="auto",
@@ -188,7 +282,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # section.key=value overrides may also come after options (lavt eval CFG --model M eval.split=val)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2

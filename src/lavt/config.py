@@ -38,6 +38,8 @@ CHOICES = {
     "decoder_features": ("F", "E", "V"),
     "pwam_activation": ("gelu", "relu"),
     "truncation": ("official", "standard"),
+    "unified_merge": ("broadcast", "center"),
+    "unified_train_stream": ("dual", "single"),
 }
 
 
@@ -85,6 +87,12 @@ class LAVTConfig:
     video: bool = False  # Video Swin stages on (B, T, 3, H, W) clips: patch 1x4x4, 3D windows
     temporal_window: int = 8  # official window (8, 7, 7) or (8, 12, 12)
     pwam_structure: int = 12  # Table 1 row of the 3D PWAM (12 = final); 1 = naive video LAVT
+    # --- unified LAVT (paper Sec. 3.2.3, Fig. 7; no official code: see docs/unified-lavt.md) --
+    unified: bool = False  # needs video: a 2D Swin path on the central frame beside each Video Swin stage
+    unified_merge: str = "broadcast"  # V_t + V_c on every frame ("broadcast") or on the central frame only ("center")
+    unified_train_stream: str = "dual"  # training: both paths on every input (paper) or "single" (as at inference)
+    # --- bi-3D-PWAM (paper Sec. 4.2; no official code) -------------------------------------
+    bidirectional: bool = False  # after each stage, words attend to pixels and are updated
     # --- decoder -------------------------------------------------------------------------
     stage_norm: bool = True  # official LayerNorm on each decoder input; the paper has none
     decoder_hidden: int | None = None  # None: official 4 * embed_dim (512 for Swin-B)
@@ -141,6 +149,8 @@ class LAVTConfig:
                 raise ConfigError("temporal_window must be positive")
             if not 1 <= self.pwam_structure <= 12:
                 raise ConfigError(f"pwam_structure={self.pwam_structure}: Table 1 has structures 1 to 12")
+        if self.unified and not self.video:
+            raise ConfigError("unified: true needs video: true (the unified model is a video LAVT with a 2D path)")
 
     # ------------------------------------------------------------------------------------
     @classmethod

@@ -105,34 +105,45 @@ def _worker(name: str, cfg_dict: dict[str, Any], threads: int, progress: bool, q
 
 
 def train_runs(runs: dict[str, RunConfig], parallel: bool, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Train + evaluate every run; in parallel: one process per run, at most one per CPU core,
+    the cores split evenly between the processes running at once."""
     if not parallel:
         return {name: _train_and_evaluate(name, cfg.to_dict(), None, progress) for name, cfg in runs.items()}
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    threads = max(1, (os.cpu_count() or 2) // len(runs))
-    procs = [
-        # only the LAVT run draws progress bars: two bars from two processes garble a terminal
-        ctx.Process(target=_worker, args=(name, cfg.to_dict(), threads, progress and name == "lavt", queue))
-        for name, cfg in runs.items()
-    ]
-    for p in procs:
-        p.start()
+    cores = os.cpu_count() or 2
+    slots = max(1, min(len(runs), cores))
+    threads = max(1, cores // slots)
+    first = next(iter(runs))
+    pending = list(runs.items())
+    running: dict[str, Any] = {}
     results, errors = {}, []
-    for _ in procs:
+
+    def start() -> None:
+        name, cfg = pending.pop(0)
+        # only the first run draws progress bars: bars from several processes garble a terminal
+        proc = ctx.Process(target=_worker, args=(name, cfg.to_dict(), threads, progress and name == first, queue))
+        proc.start()
+        running[name] = proc
+
+    while pending and len(running) < slots:
+        start()
+    while running:
         name, result, error = queue.get()
+        running.pop(name).join()
         if error:
             errors.append(f"{name}: {error}")
         else:
             results[name] = result
-    for p in procs:
-        p.join()
+        if pending and not errors:
+            start()
     if errors:
         from .errors import LAVTError
 
         raise LAVTError("demo training failed: " + "; ".join(errors))
-    return results
+    return {name: results[name] for name in runs}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -380,8 +380,12 @@ class Trainer:
         if self.env.distributed:
             if t.sync_bn and self.env.device.type == "cuda":
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            m = cfg.model
             self.ddp_model = DistributedDataParallel(
-                self.model, device_ids=[self.env.device] if self.env.device.type == "cuda" else None
+                self.model,
+                device_ids=[self.env.device] if self.env.device.type == "cuda" else None,
+                # a unified model trained single-stream leaves one Swin path idle in each batch
+                find_unused_parameters=m.unified and m.unified_train_stream == "single",
             )
         self.optimizer = torch.optim.AdamW(param_groups(self.model, t.weight_decay), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_schedule(self.total_steps, t.lr_power))
@@ -584,18 +588,29 @@ def train(cfg: RunConfig, resume: str | Path | None = None) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(cfg: RunConfig, model_spec: str, out: str | Path | None = None) -> dict[str, Any]:
-    """``lavt eval``: every expression of ``cfg.eval.split``, official (or original) protocol."""
-    from ..data.refer import ReferSegmentation
+    """``lavt eval``: every expression of ``cfg.eval.split``, official (or original) protocol for
+    images, J&F for videos."""
     from ..predict import load_model
 
     env = init_distributed(cfg.train.device)
     try:
         model = load_model(model_spec).to(env.device)
         d = cfg.data
-        dataset = ReferSegmentation(
-            d.root, d.dataset, d.split_by, split=cfg.eval.split, image_size=d.image_size, mode="eval",
-            tokenizer=make_tokenizer(model), mask_mode=d.mask_mode, blank_expressions=d.blank_expressions,
-        )
+        tokenizer = make_tokenizer(model)
+        if d.name == "ytvos":
+            from ..data.ytvos import ReferYouTubeVOS
+
+            dataset: Dataset = ReferYouTubeVOS(
+                d.root, split=cfg.eval.split, clip_len=d.clip_len, image_size=d.image_size, mode="eval",
+                tokenizer=tokenizer, eval_clip_len=d.eval_clip_len,
+            )
+        else:
+            from ..data.refer import ReferSegmentation
+
+            dataset = ReferSegmentation(
+                d.root, d.dataset, d.split_by, split=cfg.eval.split, image_size=d.image_size, mode="eval",
+                tokenizer=tokenizer, mask_mode=d.mask_mode, blank_expressions=d.blank_expressions,
+            )
         result = evaluate(
             model, dataset, env, cfg.eval.batch_size, cfg.train.precision, cfg.eval.max_samples, cfg.eval.protocol
         )

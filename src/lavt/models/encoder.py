@@ -19,7 +19,7 @@ from torchvision.models.swin_transformer import PatchMerging, SwinTransformerBlo
 from ..config import LAVTConfig
 from torchvision.models.video.swin_transformer import PatchEmbed3d
 
-from .pwam import PWAM, PooledFusion, language_gate
+from .pwam import PWAM, PooledFusion, WordUpdate, language_gate
 from .pwam3d import PWAM3d
 from .swin import PatchEmbed2d, WindowAttention2d, WindowAttention3d
 
@@ -44,6 +44,31 @@ class LanguageAwareStage(nn.Module):
                 for j in range(cfg.depths[index])
             )
         )
+        # unified LAVT: 2D Swin blocks on the central frame beside the Video Swin blocks
+        self.blocks2d = (
+            nn.Sequential(
+                *(
+                    SwinTransformerBlock(
+                        dim,
+                        cfg.num_heads[index],
+                        window_size=[ws, ws],
+                        shift_size=[0, 0] if j % 2 == 0 else [ws // 2, ws // 2],
+                        mlp_ratio=cfg.mlp_ratio,
+                        stochastic_depth_prob=drop_path[j],
+                        attn_layer=WindowAttention2d,
+                    )
+                    for j in range(cfg.depths[index])
+                )
+            )
+            if cfg.unified
+            else None
+        )
+        self.unified_merge = cfg.unified_merge
+        self.word_update = (
+            WordUpdate(dim, cfg.lang_dim, cfg.fusion_dropout, cfg.pwam_activation)
+            if cfg.bidirectional and index < cfg.num_stages - 1  # the last stage's words feed nothing
+            else None
+        )
         if cfg.fusion == "pwam" and cfg.video and cfg.pwam_structure != 1:
             self.fusion = PWAM3d(
                 dim,
@@ -66,12 +91,31 @@ class LanguageAwareStage(nn.Module):
         self.downsample = PatchMerging(dim) if index < cfg.num_stages - 1 else None
         self.activation_checkpointing = False  # a training option: recompute blocks in backward
 
-    def run_blocks(self, x: Tensor) -> Tensor:
-        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
-            return self.blocks(x)
-        for block in self.blocks:
+    @staticmethod
+    def _run(blocks: nn.Sequential, x: Tensor, checkpointing: bool) -> Tensor:
+        if not checkpointing:
+            return blocks(x)
+        for block in blocks:
             x = checkpoint(block, x, use_reentrant=False)
         return x
+
+    def run_blocks(self, x: Tensor, stream: str = "3d") -> Tensor:
+        """V_i from the stage input. Images and plain video models: their Swin blocks. Unified
+        models: ``"3d"`` the Video Swin path, ``"2d"`` the 2D path on every frame (an image is a
+        one-frame clip), ``"dual"`` both, the central frame's 2D output added to the clip's
+        (broadcast over time, or to the central frame only)."""
+        ckpt = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        if self.blocks2d is None or stream == "3d":
+            return self._run(self.blocks, x, ckpt)
+        b, t = x.shape[:2]
+        if stream == "2d":
+            return self._run(self.blocks2d, x.flatten(0, 1), ckpt).view(x.shape)
+        center = t // 2
+        v_c = self._run(self.blocks2d, x[:, center], ckpt)  # (B, H, W, C)
+        v_t = self._run(self.blocks, x, ckpt)
+        if self.unified_merge == "broadcast":
+            return v_t + v_c[:, None]
+        return torch.cat([v_t[:, :center], v_t[:, center : center + 1] + v_c[:, None], v_t[:, center + 1 :]], dim=1)
 
     def fuse(self, v: Tensor, words: Tensor, word_mask: Tensor, need_e: bool = True) -> tuple[Tensor, Tensor | None]:
         """(B, *grid, C) visual features V -> (F, E) on the same grid (grid (H, W) or (T, H, W))."""
@@ -132,7 +176,19 @@ class LanguageAwareSwin(nn.Module):
             names += [f"out_norms.0.{n}" for n, _ in self.out_norms[0].named_parameters()]
         return names
 
-    def forward(self, image: Tensor, words: Tensor, word_mask: Tensor) -> list[Tensor]:
+    def stream_for(self, is_image: bool) -> str:
+        """Which Swin path(s) a unified model runs: both while training (paper; or the input's
+        own path with ``unified_train_stream: single``), at inference one stream chosen by the
+        input -- images the 2D path, clips the Video Swin path."""
+        if not self.cfg.unified:
+            return "3d"
+        if self.training and self.cfg.unified_train_stream == "dual":
+            return "dual"
+        return "2d" if is_image else "3d"
+
+    def forward(
+        self, image: Tensor, words: Tensor, word_mask: Tensor, stream: str | None = None
+    ) -> list[Tensor]:
         """image (B or 1, 3, H, W), or a video (B or 1, T, 3, H, W); words (B, L, C_l);
         word_mask (B, L).
 
@@ -146,12 +202,15 @@ class LanguageAwareSwin(nn.Module):
             x = self.patch_embed(image)
         mode = self.cfg.decoder_features
         outputs = []
+        stream = stream or "3d"
         for i, stage in enumerate(self.stages):
-            v = stage.run_blocks(x)
+            v = stage.run_blocks(x, stream)
             if v.shape[0] != n_text:
                 v = v.expand(n_text, *v.shape[1:])
             last = stage.downsample is None
             f, e = stage.fuse(v, words, word_mask, need_e=not last or mode == "E")
+            if stage.word_update is not None and not last:  # bi-3D-PWAM: vision-aware words for the next stage
+                words = stage.word_update(words, word_mask, v.reshape(v.shape[0], -1, v.shape[-1]))
             chosen = {"F": f, "E": e, "V": v}[mode]
             if not (mode == "V" and i == 0):  # V_1 is pure vision: the V variant skips it
                 y = self.out_norms[i](chosen)

@@ -34,6 +34,9 @@ class LAVT(nn.Module):
         in_dims = config.stage_dims if config.decoder_features != "V" else config.stage_dims[1:]
         self.decoder = SimpleDecoder(in_dims, config.hidden_dim, config.num_classes)
         self.text_encoder = text_encoder
+        # unified models: None = automatic (both paths in training, one by input at inference);
+        # "2d" / "3d" / "dual" force a path (ablations, tests)
+        self.stream: str | None = None
         if text_encoder is not None:
             width = text_encoder.config.hidden_size
             if width != config.lang_dim:
@@ -71,11 +74,13 @@ class LAVT(nn.Module):
         """The decoder inputs LN(F_i) (or E_i / V_i per config), finest first; for videos one
         map per frame, (B*T, C_i, H_i, W_i) batch-major."""
         words, mask = self._words(input_ids, attention_mask, text_features, text_mask)
+        is_image = image.dim() == 4
         image = self._check_visual_input(image)
         if image.shape[0] not in (1, words.shape[0]):
             kind = "clips" if self.config.video else "images"
             raise InputError(f"{image.shape[0]} {kind} but {words.shape[0]} expressions")
-        return self.backbone(image, words, mask)
+        stream = self.stream or self.backbone.stream_for(is_image)
+        return self.backbone(image, words, mask, stream=stream)
 
     def _check_visual_input(self, x: Tensor) -> Tensor:
         if self.config.video:

@@ -122,3 +122,35 @@ def language_gate(dim: int, activation: str = "tanh", bias: bool = False) -> nn.
     """gamma_i: Linear -> ReLU -> Linear -> tanh (or sigmoid, Table 6a); bias-free as in the official code."""
     act = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[activation]
     return nn.Sequential(nn.Linear(dim, dim, bias=bias), nn.ReLU(), nn.Linear(dim, dim, bias=bias), act())
+
+
+class WordUpdate(nn.Module):
+    """bi-3D-PWAM's language step (paper Sec. 4.2, no official code): the PWAM construction with
+    the roles swapped -- every real word attends to the stage's pixels --, added back to the word
+    features through a gate, so the next stage reads vision-aware language.
+
+        u = omega_o'(omega_m'(L) * omega_w'(softmax(omega_q'(L) omega_k'(V)^T / sqrt(C)) omega_v'(V)))
+        L <- L + gate(u) * u        (padded words stay as they are)
+
+    LayerNorm replaces PWAM's instance norm on the word side (an expression has too few words
+    for statistics over positions, and padding would enter them).
+    """
+
+    def __init__(self, dim: int, lang_dim: int, dropout: float = 0.0, activation: str = "gelu") -> None:
+        super().__init__()
+        self.word_project = _projection(lang_dim, lang_dim, dropout, activation)  # omega_m'
+        self.query = nn.Sequential(nn.Linear(lang_dim, dim), nn.LayerNorm(dim))  # omega_q'
+        self.key = nn.Linear(dim, dim)  # omega_k'
+        self.value = nn.Linear(dim, dim)  # omega_v'
+        self.out = nn.Sequential(nn.Linear(dim, lang_dim), nn.LayerNorm(lang_dim))  # omega_w'
+        self.project_mm = _projection(lang_dim, lang_dim, dropout, activation)  # omega_o'
+        self.gate = language_gate(lang_dim)
+
+    def forward(self, words: Tensor, word_mask: Tensor, pixels: Tensor) -> Tensor:
+        """words (B, L, C_l), word_mask (B, L), pixels (B, N, C) -> updated words (B, L, C_l)."""
+        q = self.query(words)
+        attended = F.scaled_dot_product_attention(
+            q[:, None], self.key(pixels)[:, None], self.value(pixels)[:, None], scale=q.shape[-1] ** -0.5
+        )[:, 0]
+        u = self.project_mm(self.word_project(words) * self.out(attended))
+        return words + self.gate(u) * u * word_mask.to(words.dtype)[..., None]

@@ -13,6 +13,16 @@ the backbone is computed once).
 >>> pred = predictor.predict("photo.jpg", ["the dog on the left", "the red car"])  # doctest: +SKIP
 >>> pred.masks.shape                                              # doctest: +SKIP
 (2, 480, 640)
+
+Videos (:meth:`Predictor.predict_video`) follow the official Ref-YouTube-VOS inference: every
+frame gets the same preprocessing, a video model sees the whole video as one clip (or, for long
+videos, consecutive windows of ``window`` frames) and each frame's logits are upsampled to the
+original frame size and argmaxed. An image model runs frame by frame (official
+``evaluate_single_frames``).
+
+>>> vpred = predictor.predict_video("clip.mp4", ["the dog on the left"])  # doctest: +SKIP
+>>> vpred.masks.shape  # (K, frames, H0, W0)                      # doctest: +SKIP
+(1, 96, 720, 1280)
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from PIL import Image, ImageDraw, ImageOps
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess_image  # the one official input transform
 from .errors import CheckpointError, ConfigError, InputError
 from .models.lavt import CONFIG_NAME, LAVT
+from .video_io import load_video, write_gif, write_mp4
 
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin")
 PRECISIONS = ("fp32", "bf16")
@@ -211,6 +222,34 @@ class Prediction:
         return len(self.expressions)
 
 
+@dataclass
+class VideoPrediction:
+    """Result for one video of N frames and K expressions, at the original frame size (H0, W0).
+
+    ``masks`` (K, N, H0, W0) bool; ``probs`` (K, N, H0, W0) float32 object probability when
+    requested; ``frame_names`` the N frame names (file stems for a frame directory, ``00000``...
+    otherwise); ``fps`` the source frame rate when known.
+    """
+
+    masks: np.ndarray
+    expressions: list[str]
+    frame_names: list[str]
+    fps: float | None = None
+    probs: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.expressions)
+
+
+def _upsampled(logits: torch.Tensor, size: tuple[int, int]):
+    """Each row of ``logits`` (N, 2, h, w) upsampled to ``size`` = (H, W) (bilinear,
+    align_corners=True: the official post-processing, as ``data.ytvos.logits_to_masks``), one
+    row at a time to bound memory on large frames. Yields (2, H, W) tensors."""
+    for i in range(logits.shape[0]):
+        yield F.interpolate(logits[i : i + 1], size=size, mode="bilinear", align_corners=True)[0]
+
+
 class Predictor:
     """Runs a LAVT model with a text encoder on images and raw English expressions.
 
@@ -275,19 +314,12 @@ class Predictor:
 
         self.model.eval()
         with torch.inference_mode():
-            if self.precision == "bf16":
-                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                    logits = self.model(x, input_ids, attention_mask)
-            else:
-                logits = self.model(x, input_ids, attention_mask)
-            logits = logits.float()
-
+            logits = self._forward(x, input_ids, attention_mask)
             k = len(texts)
             masks = np.zeros((k, height, width), dtype=bool)
             out_logits = np.zeros((k, 2, height, width), dtype=np.float32) if return_logits else None
             out_probs = np.zeros((k, height, width), dtype=np.float32) if return_probs else None
-            for i in range(k):  # one row at a time: bounded memory on large photos
-                up = F.interpolate(logits[i : i + 1], size=(height, width), mode="bilinear", align_corners=True)[0]
+            for i, up in enumerate(_upsampled(logits, (height, width))):
                 masks[i] = up.argmax(0).bool().cpu().numpy()
                 if out_logits is not None:
                     out_logits[i] = up.cpu().numpy()
@@ -302,6 +334,131 @@ class Predictor:
         )
 
     __call__ = predict
+
+    def _forward(self, x: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The model's float32 logits, under bf16 autocast when asked (call in inference mode)."""
+        if self.precision == "bf16":
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                return self.model(x, input_ids, attention_mask).float()
+        return self.model(x, input_ids, attention_mask).float()
+
+    # ------------------------------------------------------------------------------------
+    def predict_video(
+        self,
+        video: Any,
+        expressions: str | Sequence[str],
+        *,
+        window: int | None = None,
+        max_frames: int | None = None,
+        frame_names: Sequence[str] | None = None,
+        fps: float | None = None,
+        return_probs: bool = False,
+        progress: bool = True,
+    ) -> VideoPrediction:
+        """Masks (K, N, H0, W0) for the K expressions on the N frames of a video.
+
+        ``video``: a path :func:`lavt.video_io.load_video` reads (frame directory, GIF/WebP,
+        video file) or a sequence of frames (anything :func:`load_image` takes; then
+        ``frame_names`` / ``fps`` may name them). ``max_frames`` keeps the first frames only.
+
+        A video model sees the whole video as one clip when ``window`` is None (the official
+        Ref-YouTube-VOS inference; memory grows with the length), else consecutive windows of
+        ``window`` frames (the last one shorter) run independently. All expressions share each
+        clip as one batch. An image model runs frame by frame (``window`` does not change its
+        result). ``progress``: a tqdm bar over windows / frames on a terminal's stderr.
+        """
+        from tqdm.auto import tqdm
+
+        from .data.ytvos import windows
+
+        texts = validate_expressions(expressions)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ConfigError(f"window must be a positive number of frames or None (whole video), got {window!r}")
+        frames, names, fps = _video_frames(video, max_frames, frame_names, fps)
+        width, height = frames[0].size
+        n, k = len(frames), len(texts)
+        input_ids, attention_mask = self.tokenizer(texts)
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        masks = np.zeros((k, n, height, width), dtype=bool)
+        probs = np.zeros((k, n, height, width), dtype=np.float32) if return_probs else None
+
+        is_video = bool(self.model.config.video)
+        # an image model: one frame at a time, exactly as predict() on that frame
+        groups = (windows(n, window) if window is not None else [list(range(n))]) if is_video else windows(n, 1)
+        bar = tqdm(
+            groups, desc="video" if is_video else "frames", unit="window" if is_video else "frame",
+            disable=None if progress else True, leave=False,
+        )
+        self.model.eval()
+        with torch.inference_mode():
+            for idx in bar:
+                x = torch.stack([preprocess_image(frames[i], self.image_size) for i in idx]).to(self.device)
+                if is_video:
+                    logits = self._forward(x[None], input_ids, attention_mask)  # (K, T, 2, S, S)
+                else:
+                    logits = self._forward(x, input_ids, attention_mask)[:, None]  # (K, 1, 2, S, S)
+                for e in range(k):
+                    for t, up in zip(idx, _upsampled(logits[e], (height, width))):
+                        masks[e, t] = up.argmax(0).bool().cpu().numpy()
+                        if probs is not None:
+                            probs[e, t] = up.softmax(0)[1].cpu().numpy()
+        return VideoPrediction(
+            masks=masks,
+            expressions=texts,
+            frame_names=names,
+            fps=fps,
+            probs=probs,
+            meta={
+                "image_size": self.image_size,
+                "precision": self.precision,
+                "original_size": (height, width),
+                "mode": "clip" if is_video else "per-frame",
+                "window": window if is_video else 1,
+            },
+        )
+
+
+def _video_frames(
+    video: Any, max_frames: int | None, frame_names: Sequence[str] | None, fps: float | None
+) -> tuple[list[Image.Image], list[str], float | None]:
+    if isinstance(video, (str, os.PathLike)):
+        frames, names, source_fps = load_video(video, max_frames=max_frames)
+        fps = source_fps if fps is None else fps
+        if frame_names is not None:
+            names = _check_frame_names(frame_names, len(frames))
+        return frames, names, fps
+    if not isinstance(video, (list, tuple)):
+        raise InputError(
+            f"expected a video path (file or frame directory) or a list of frames, got {type(video).__name__}"
+        )
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
+        raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
+    items = list(video)[:max_frames]
+    if not items:
+        raise InputError("the video has no frames")
+    frames = [load_image(f) for f in items]
+    names = _check_frame_names(frame_names, len(frames)) if frame_names is not None else [f"{i:05d}" for i in range(len(frames))]
+    for frame, name in zip(frames, names):
+        if frame.size != frames[0].size:
+            raise InputError(
+                f"frames have different sizes: {names[0]} is {frames[0].width}x{frames[0].height} "
+                f"but {name} is {frame.width}x{frame.height} (W x H)"
+            )
+    return frames, names, fps
+
+
+def _check_frame_names(names: Sequence[str], n: int) -> list[str]:
+    out = [str(x) for x in names]
+    if len(out) < n:
+        raise InputError(f"{len(out)} frame names for {n} frames")
+    out = out[:n]
+    for name in out:
+        if not name or name in (".", "..") or any(c in name for c in "/\\\x00"):
+            raise InputError(f"frame name {name!r} is not a plain file name")
+    if len(set(out)) != len(out):
+        raise InputError("frame names are not unique")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,8 +486,11 @@ def overlay(
     masks: Any,
     expressions: Sequence[str] | None = None,
     alpha: float = 0.5,
+    *,
+    first_colour: int = 0,
 ) -> Image.Image:
-    """The image with mask k tinted in colour ``PALETTE[k]`` (``alpha`` blend) and outlined.
+    """The image with mask k tinted in colour ``PALETTE[first_colour + k]`` (``alpha`` blend)
+    and outlined.
 
     With ``expressions`` and an image at least 128 px wide, a small legend (colour + text) is
     drawn in the top-left corner. The result has the image's size.
@@ -339,7 +499,7 @@ def overlay(
     ms = _as_masks(masks, img.size)
     out = np.asarray(img, dtype=np.float32).copy()
     for k, m in enumerate(ms):
-        colour = np.asarray(PALETTE[k % len(PALETTE)], dtype=np.float32)
+        colour = np.asarray(PALETTE[(first_colour + k) % len(PALETTE)], dtype=np.float32)
         out[m] = (1.0 - alpha) * out[m] + alpha * colour
         out[_contour(m)] = colour
     result = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
@@ -349,7 +509,7 @@ def overlay(
         for k, text in enumerate(expressions[: max(1, (img.height - 4) // line_h)]):
             y = 2 + k * line_h
             label = text if len(text) <= 40 else text[:37] + "..."
-            colour = PALETTE[k % len(PALETTE)]
+            colour = PALETTE[(first_colour + k) % len(PALETTE)]
             box = draw.textbbox((14, y), label)
             draw.rectangle((0, y - 1, box[2] + 2, y + line_h - 2), fill=(0, 0, 0))
             draw.rectangle((2, y + 1, 10, y + 9), fill=colour)
@@ -392,15 +552,89 @@ def save_prediction(pred: Prediction, image: Any, out_dir: str | os.PathLike[str
     return written
 
 
+def save_video_prediction(
+    pred: VideoPrediction,
+    frames: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    mp4: bool = False,
+    fps: float | None = None,
+) -> list[Path]:
+    """Write, for expression k (two digits ``kk``):
+
+    * ``kk/<frame_name>.png``: the masks (mode "L", 0/255, original size), one per frame;
+    * ``kk_prob/<frame_name>.png``: the 8-bit object probability, when ``pred.probs`` is set;
+    * ``kk_overlay.gif`` (and ``kk_overlay.mp4`` with ``mp4=True``; needs PyAV, else a warning):
+      the frames with the mask tinted in colour ``PALETTE[k]`` and the expression as a legend;
+
+    and ``expressions.json`` (``{"kk": expression}``). ``frames``: the video's frames (a list of
+    images) or the path it was read from. ``fps``: overlay rate (default: ``pred.fps``, else 10).
+    Returns the written paths in that order."""
+    import warnings
+
+    from .video_io import have_av
+
+    names = pred.frame_names
+    if isinstance(frames, (str, os.PathLike)):
+        frames, _, _ = load_video(frames, max_frames=len(names))
+    images = [load_image(f) for f in frames]
+    masks = np.asarray(pred.masks)
+    if masks.ndim != 4 or masks.shape[0] != len(pred.expressions):
+        raise InputError(f"video masks must be (K, N, H, W) for {len(pred.expressions)} expressions, got {masks.shape}")
+    if masks.shape[1] != len(images) or len(names) != len(images):
+        raise InputError(f"{masks.shape[1]} mask frames and {len(names)} frame names for a video of {len(images)} frames")
+    _check_frame_names(names, len(names))
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create output directory {out}: {e}") from None
+    if mp4 and not have_av():
+        warnings.warn("--mp4 / mp4=True needs PyAV (pip install av); writing the GIF overlays only", UserWarning, stacklevel=2)
+        mp4 = False
+    rate = fps if fps is not None else pred.fps
+    written: list[Path] = []
+    index: dict[str, str] = {}
+    for k, text in enumerate(pred.expressions):
+        key = f"{k:02d}"
+        index[key] = text
+        folder = out / key
+        folder.mkdir(exist_ok=True)
+        overlays = []
+        for t, (image, name) in enumerate(zip(images, names)):
+            mask = _as_masks(masks[k, t], image.size)[0]
+            path = folder / f"{name}.png"
+            Image.fromarray(mask.astype(np.uint8) * 255, "L").save(path)
+            written.append(path)
+            overlays.append(overlay(image, mask, [text], first_colour=k))
+        if pred.probs is not None:
+            prob_folder = out / f"{key}_prob"
+            prob_folder.mkdir(exist_ok=True)
+            for t, name in enumerate(names):
+                prob = np.clip(np.rint(np.asarray(pred.probs[k, t], dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+                path = prob_folder / f"{name}.png"
+                Image.fromarray(prob, "L").save(path)
+                written.append(path)
+        written.append(write_gif(out / f"{key}_overlay.gif", overlays, rate))
+        if mp4:
+            written.append(write_mp4(out / f"{key}_overlay.mp4", overlays, rate))
+    json_path = out / "expressions.json"
+    json_path.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    written.append(json_path)
+    return written
+
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PALETTE",
     "Prediction",
     "Predictor",
+    "VideoPrediction",
     "load_image",
     "load_model",
     "overlay",
     "save_prediction",
+    "save_video_prediction",
     "validate_expressions",
 ]

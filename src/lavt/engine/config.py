@@ -24,7 +24,9 @@ from ..errors import ConfigError
 
 @dataclass
 class DataConfig:
-    name: str = "refer"  # "refer": RefCOCO / RefCOCO+ / G-Ref / synthetic (refer layout); "ytvos": Ref-YouTube-VOS layout
+    # "refer": RefCOCO / RefCOCO+ / G-Ref / synthetic (refer layout); "ytvos": Ref-YouTube-VOS
+    # layout; "joint": both at once (unified LAVT), see ``joint``
+    name: str = "refer"
     root: str = "./refer/data"
     dataset: str = "refcoco"
     split_by: str = "unc"
@@ -38,6 +40,10 @@ class DataConfig:
     synthetic: dict[str, Any] | None = None  # generate the synthetic set into root first (kwargs)
     clip_len: int = 8  # video: frames per training clip (official sampling: anchor + local + global)
     eval_clip_len: int | None = None  # video eval: None = the whole video in one pass (official)
+    # name=joint: {"image": {data keys of the refer set}, "video": {data keys of the ytvos set}};
+    # each part is this section with those keys replaced
+    joint: dict[str, Any] | None = None
+    image_ratio: float = 0.5  # name=joint: fraction of the (homogeneous) batches that are images
 
 
 @dataclass

@@ -129,10 +129,13 @@ class EpochSampler(Sampler[int]):
         return len(self.indices)
 
 
-def build_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
+def build_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Any]:
+    """(train set, val set); for ``data.name=joint`` the val "set" is ``{"image": ..., "video": ...}``."""
     d = cfg.data
     if d.name == "ytvos":
         return _video_datasets(cfg, tokenizer)
+    if d.name == "joint":
+        return _joint_datasets(cfg, tokenizer)
     if d.name != "refer":
         raise ConfigError(f"data.name={d.name!r}: use 'refer' (RefCOCO family, synthetic images) or 'ytvos' (videos)")
     from ..data.refer import ReferSegmentation
@@ -159,6 +162,26 @@ def build_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
 
         train = PseudoVideoDataset(train, d.clip_len)
     return train, val
+
+
+def _joint_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, dict[str, Dataset]]:
+    import dataclasses
+
+    from ..data.joint import JointDataset
+
+    d = cfg.data
+    if not d.joint or set(d.joint) != {"image", "video"}:
+        raise ConfigError("data.name=joint needs data.joint with exactly the keys 'image' and 'video'")
+    parts = {}
+    for kind, name in (("image", "refer"), ("video", "ytvos")):
+        fields = {f.name for f in dataclasses.fields(d)}
+        unknown = sorted(set(d.joint[kind]) - fields)
+        if unknown:
+            raise ConfigError(f"unknown key(s) in data.joint.{kind}: {', '.join(unknown)}")
+        sub = dataclasses.replace(d, **{**d.joint[kind], "name": name, "joint": None})
+        parts[kind] = build_datasets(dataclasses.replace(cfg, data=sub), tokenizer)
+    train = JointDataset(parts["image"][0], parts["video"][0])
+    return train, {"image": parts["image"][1], "video": parts["video"][1]}
 
 
 def _video_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
@@ -364,10 +387,17 @@ class Trainer:
             stage.activation_checkpointing = t.activation_checkpointing
         self.tokenizer = make_tokenizer(self.model)
         self.train_set, self.val_set = build_datasets(cfg, self.tokenizer)
+        self.joint = cfg.data.name == "joint"
         self.loss_fn = build_loss(t.loss)
 
         world_batch = t.batch_size * self.env.world_size
-        self.steps_per_epoch = (len(self.train_set) // world_batch) // t.grad_accum
+        if self.joint:
+            from ..data.joint import batches_per_epoch
+
+            n_batches = batches_per_epoch(self.train_set, t.batch_size, cfg.data.image_ratio, self.env.world_size)
+            self.steps_per_epoch = n_batches // t.grad_accum
+        else:
+            self.steps_per_epoch = (len(self.train_set) // world_batch) // t.grad_accum
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"train split has {len(self.train_set)} samples: fewer than one step of "
@@ -446,6 +476,14 @@ class Trainer:
         t = self.cfg.train
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
+        if self.joint:
+            from ..data.joint import JointBatchSampler
+
+            batches = JointBatchSampler(
+                self.train_set, t.batch_size, self.cfg.data.image_ratio, t.seed, epoch,
+                self.env.rank, self.env.world_size, skip=skip_batches,
+            )
+            return DataLoader(self.train_set, batch_sampler=batches, num_workers=self.cfg.data.num_workers, collate_fn=_collate)
         sampler = EpochSampler(len(self.train_set), t.seed, epoch, self.env, skip=skip_batches * t.batch_size)
         return DataLoader(
             self.train_set,
@@ -525,7 +563,7 @@ class Trainer:
                             f"{self.desc}: epoch {self.epoch} step {self.step}: val "
                             + (f"J&F {result['J&F']:.2f} " if video else "")
                             + f"oIoU {result['oIoU']:.2f} mIoU {result['mIoU']:.2f} "
-                            f"(best {'J&F' if video else 'oIoU'} {self.best_oiou:.2f})"
+                            f"(best {'score' if 'score' in result else 'J&F' if video else 'oIoU'} {self.best_oiou:.2f})"
                         )
                 self.save()
             self.save()
@@ -552,21 +590,30 @@ class Trainer:
 
     def _validate(self) -> dict[str, Any]:
         t = self.cfg.train
-        result = evaluate(
-            self.ddp_model.module if self.env.distributed else self.model,
-            self.val_set,
-            self.env,
-            batch_size=self.cfg.eval.batch_size,
-            precision=t.precision,
-            max_samples=t.val_max_samples,
-            progress=self.progress,
-        )
-        keys = [k for k in ("oIoU", "mIoU", "J", "F", "J&F") if k in result]
+        model = self.ddp_model.module if self.env.distributed else self.model
+        val_sets = self.val_set if isinstance(self.val_set, dict) else {"": self.val_set}
+        parts = {
+            name: evaluate(
+                model, ds, self.env, batch_size=self.cfg.eval.batch_size, precision=t.precision,
+                max_samples=t.val_max_samples, progress=self.progress,
+            )
+            for name, ds in val_sets.items()
+        }
+        if "" in parts:
+            result = parts[""]
+        else:  # joint: image oIoU and video J&F side by side; selection on their mean
+            image, video = parts["image"], parts["video"]
+            result = {
+                "oIoU": image["oIoU"], "mIoU": image["mIoU"], "J": video["J"], "F": video["F"], "J&F": video["J&F"],
+                "score": (image["oIoU"] + video["J&F"]) / 2, "image": image, "video": video,
+            }
+        keys = [k for k in ("oIoU", "mIoU", "J", "F", "J&F", "score") if k in result]
         self.history["val"].append({"step": self.step, "epoch": self.epoch, **{k: result[k] for k in keys}})
         if self.writer is not None:
             for k in keys:
                 self.writer.add_scalar(f"val/{k}", result[k], self.step)
-        score = result.get("J&F", result["oIoU"])  # model selection: J&F for videos, oIoU for images
+        # model selection: oIoU for images, J&F for videos, their mean for joint training
+        score = result.get("score", result.get("J&F", result["oIoU"]))
         if score > self.best_oiou:
             self.best_oiou = score
             self.save("best.pt")

@@ -139,6 +139,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     parallel = {"auto": None, "yes": True, "no": False}[args.parallel]
+    if args.unified:
+        from .demo_video import format_unified, run_unified_demo
+
+        out = args.out or "lavt-unified-demo"
+        report = run_unified_demo(out, data_root=args.data_root, overrides=args.overrides, parallel=parallel)
+        print(format_unified(report))
+        print(f"report: {Path(out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
+        return 0
     if args.video:
         from .demo_video import format_summary as format_video, run_video_demo
 
@@ -177,6 +185,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     keys = ("oIoU", "mIoU", "P@0.5", "P@0.7", "P@0.9", "n")
     print(json.dumps({k: result[k] for k in keys if k in result}))
     return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from .data.check import check_dataset
+
+    report = check_dataset(args.name, args.root, full=args.full)
+    if args.json_out is not None:
+        out = Path(args.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    for note in report.notes:
+        print(f"{PROG}: note: {_one_line(note)}", file=sys.stderr)
+    if report.ok:
+        print(report.summary())
+        return 0
+    for problem in report.problems:
+        print(_one_line(problem))
+    print(f"{PROG}: {report.summary()}", file=sys.stderr)
+    return 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--video", action="store_true",
         help="the video demo: 3D PWAM vs naive video LAVT vs a per-frame image LAVT on synthetic videos (~20 min)",
     )
-    d.add_argument("--out", default=None, help="report folder (default: lavt-demo, or lavt-video-demo)")
+    d.add_argument(
+        "--unified", action="store_true",
+        help="the unified demo: a unified LAVT trained jointly on synthetic images and videos vs separate models",
+    )
+    d.add_argument("--out", default=None, help="report folder (default: lavt-demo, lavt-video-demo, lavt-unified-demo)")
     d.add_argument(
         "--data-root", default=None,
         help="where the synthetic set is cached (default: ~/.cache/lavt/synthetic-demo or synthetic-video-demo)"
@@ -273,6 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the two runs side by side, one process each (auto: with 2+ CPU cores)",
     )
     d.set_defaults(func=_cmd_demo)
+
+    dd = sub.add_parser("data", help="inspect datasets on disk")
+    dsub = dd.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dc = dsub.add_parser(
+        "check", help="check a dataset's files against its published layout and split sizes (exit 1 on problems)"
+    )
+    dc.add_argument("name", help="refcoco, refcoco+, refcocog, ytvos, a2d, jhmdb or davis")
+    dc.add_argument("root", help="the dataset's root folder (the refer data root for the RefCOCO family)")
+    dc.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the full report as JSON")
+    dc.add_argument("--full", action="store_true", help="decode every image and annotation (slow), not a sample")
+    dc.set_defaults(func=_cmd_data_check)
     return parser
 
 

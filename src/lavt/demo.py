@@ -80,8 +80,14 @@ def _train_and_evaluate(name: str, cfg_dict: dict[str, Any], threads: int | None
         history = trainer.fit()
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        # every val expression, final weights (no selection on val)
-        result = evaluate(trainer.model, trainer.val_set, trainer.env, batch_size=cfg.eval.batch_size, progress=progress)
+        # every val expression, final weights (no selection on val); joint runs: both val sets
+        def full_eval(dataset):
+            return evaluate(trainer.model, dataset, trainer.env, batch_size=cfg.eval.batch_size, progress=progress)
+
+        if isinstance(trainer.val_set, dict):
+            result = {kind: full_eval(ds) for kind, ds in trainer.val_set.items()}
+        else:
+            result = full_eval(trainer.val_set)
     finally:
         trainer.close()
     result = {

@@ -163,3 +163,25 @@ def test_bidirectional_pwam_updates_words_between_stages(video):
         b = model(x, text_features=words2, text_mask=mask)
         assert torch.allclose(a, b, atol=1e-5)
         assert (a - plain(x, text_features=words, text_mask=mask)).abs().max() > 1e-5
+
+
+def test_trainer_initialises_a_unified_model_from_image_and_video_models(tmp_path):
+    from lavt.engine.config import load_run_config
+    from lavt.engine.trainer import build_model
+
+    image = _randomise(LAVT(LAVTConfig(**DIMS)), 11)
+    video = _randomise(LAVT(_video(pwam_structure=12)), 12)
+    image.save_pretrained(tmp_path / "image")
+    video.save_pretrained(tmp_path / "video")
+    fields = {**DIMS, "video": True, "temporal_window": 4, "unified": True}
+    overrides = [f"model.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in fields.items()]
+    cfg = load_run_config(None, [*overrides, f"train.init_image_model={tmp_path / 'image'}",
+                                 f"train.init_video_model={tmp_path / 'video'}"])
+    model = build_model(cfg)
+    own = model.state_dict()
+    assert torch.equal(own["backbone.stages.1.blocks2d.0.mlp.0.weight"], image.state_dict()["backbone.stages.1.blocks.0.mlp.0.weight"])
+    assert torch.equal(own["backbone.stages.1.blocks.0.mlp.0.weight"], video.state_dict()["backbone.stages.1.blocks.0.mlp.0.weight"])
+    assert torch.equal(own["decoder.conv1_4.weight"], video.state_dict()["decoder.conv1_4.weight"])
+    bad = load_run_config(None, [*overrides[:-3], f"train.init_video_model={tmp_path / 'video'}"])
+    with pytest.raises(ConfigError, match="unified"):
+        build_model(bad)

@@ -375,6 +375,12 @@ def init_backbone_from_swin(model: LAVT, path_or_state: str | Path | dict[str, A
     checkpoint keys not used (head, final norm, relative_position_index, attn_mask, ...),
     'missing': our Swin keys the checkpoint does not provide}``.
     """
+    if model.config.video:
+        raise ConfigError(
+            "init_backbone_from_swin initialises image models; for a video model use "
+            "init_backbone_from_video_swin (Kinetics) or inflate_image_lavt, for a unified model "
+            "lavt.unified.init_unified_2d_from_swin"
+        )
     state, ignored, source = _swin_state(path_or_state)
     found = swin_checkpoint_config(state)
     cfg = model.config

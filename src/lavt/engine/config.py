@@ -67,7 +67,10 @@ class TrainConfig:
     checkpoint_every: int = 500  # optimizer steps; plus one at every epoch end and at the best val oIoU
     val_every: int = 1  # epochs
     val_max_samples: int | None = None  # None: the whole val split (one random sentence per object)
-    init_swin: str | None = None  # official Swin ImageNet-22K checkpoint for the backbone
+    init_swin: str | None = None  # Swin ImageNet-22K checkpoint: image backbone, or a unified model's 2D path
+    init_video_swin: str | None = None  # Video Swin Kinetics checkpoint (mmaction layout) for a video model's Swin
+    init_image_model: str | None = None  # image LAVT (dir or official .pth): inflated into a video model / a unified 2D path
+    init_video_model: str | None = None  # video LAVT (dir or official .pth): a unified model's 3D path and shared parts
     init_from: str | None = None  # a lavt model directory or official .pth to fine-tune from
     max_steps: int | None = None  # stop after this many optimizer steps (the LR schedule still spans all epochs)
     device: str = "auto"

@@ -50,7 +50,34 @@ def build_model(cfg: RunConfig) -> LAVT:
             raise ConfigError(f"train.init_from={t.init_from} has another architecture than the run's model config")
     else:
         model = LAVT.from_config(cfg.model, pretrained_text_encoder=True)
-    if t.init_swin:
+    m = cfg.model
+    if t.init_video_model and not m.unified:
+        raise ConfigError("train.init_video_model initialises unified models; use train.init_from for a video model")
+    if t.init_image_model and not m.video:
+        raise ConfigError("train.init_image_model initialises video or unified models; use train.init_from for an image model")
+    if t.init_video_swin and not m.video:
+        raise ConfigError("train.init_video_swin needs a video model (model.video: true)")
+    if m.unified:
+        from ..unified import init_unified, init_unified_2d_from_swin
+
+        if t.init_swin:
+            init_unified_2d_from_swin(model, t.init_swin)
+        if t.init_video_swin:
+            from ..official import init_backbone_from_video_swin
+
+            init_backbone_from_video_swin(model, t.init_video_swin)
+        if t.init_image_model or t.init_video_model:
+            init_unified(model, image_model=t.init_image_model, video_model=t.init_video_model)
+    elif m.video:
+        from ..official import init_backbone_from_video_swin, inflate_image_lavt
+
+        if t.init_swin:
+            raise ConfigError("train.init_swin is for image models; a video model takes train.init_video_swin")
+        if t.init_image_model:
+            inflate_image_lavt(model, t.init_image_model)
+        if t.init_video_swin:
+            init_backbone_from_video_swin(model, t.init_video_swin)
+    elif t.init_swin:
         from ..official import init_backbone_from_swin
 
         init_backbone_from_swin(model, t.init_swin)

@@ -270,15 +270,3 @@ def test_version_and_module_entry_points() -> None:
     if script.is_file():
         res = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env)
         assert res.returncode == 0 and "predict" in res.stdout and "convert" in res.stdout, res
-
-
-def test_demo(capsys, tmp_path) -> None:
-    out = tmp_path / "demo"
-    rc, stdout, err = run(capsys, ["demo", "--out", out, "--image-size", "64", "--device", "cpu"])
-    assert rc == 0, err
-    assert "untrained" in stdout and "lavt train" in stdout
-    image = Image.open(out / "demo_image.png")
-    for k in range(2):
-        mask = Image.open(out / f"demo_{k:02d}.png")
-        assert mask.size == image.size and set(np.unique(np.asarray(mask))) <= {0, 255}
-    assert (out / "demo_overlay.png").is_file()

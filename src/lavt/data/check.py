@@ -89,7 +89,8 @@ class Problem:
         return self.message
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "paths": self.paths[:_MAX_PATHS], "n_paths": len(self.paths)}
+        paths = self.paths[:_MAX_PATHS]
+        return {"kind": self.kind, "message": self.message, "paths": paths, "n_paths": len(self.paths)}
 
 
 @dataclass
@@ -165,7 +166,7 @@ class _Ctx:
             return
         shown = ", ".join(self.rel(p) for p in paths[:_MAX_LISTED]) + (", ..." if len(paths) > _MAX_LISTED else "")
         of = f" of {total}" if total is not None else ""
-        if len(paths) == 1 and total in (None, 1):
+        if len(paths) == 1 and total is None:
             self.report.add("missing", f"{what} missing: {shown}", paths)
         else:
             self.report.add("missing", f"{len(paths)}{of} {what} missing: {shown}", paths)
@@ -487,7 +488,8 @@ def _check_a2d(ctx: _Ctx) -> None:
         if not clips.is_dir() and not pngs.is_dir():
             ctx.missing([clips], "frame source (Release/clips320H/*.mp4 or Release/pngs320H/<video>/)")
         else:
-            no_frames = [clips / f"{v}.mp4" for v in used if not (clips / f"{v}.mp4").is_file() and not (pngs / v).is_dir()]
+            no_frames = [clips / f"{v}.mp4" for v in used
+                         if not (clips / f"{v}.mp4").is_file() and not (pngs / v).is_dir()]
             ctx.missing(no_frames, "videos' frames (mp4 in Release/clips320H or folder in Release/pngs320H)",
                         total=len(used))
             if pngs.is_dir():
@@ -524,7 +526,8 @@ def _check_a2d(ctx: _Ctx) -> None:
                 report.decode_count("h5 annotations")
         if h5py is None:
             report.notes.append("h5py is not installed: .h5 annotations were checked for the HDF5 signature only")
-    for name in ("a2d_sentences_single_frame_train_annotations.json", "a2d_sentences_single_frame_test_annotations.json",
+    for name in ("a2d_sentences_single_frame_train_annotations.json",
+                 "a2d_sentences_single_frame_test_annotations.json",
                  "a2d_sentences_test_annotations_in_coco_format.json"):
         if not (root / name).is_file():
             report.notes.append(f"{name} not present (optional, MTTR-derived)")
@@ -587,7 +590,8 @@ def _check_jhmdb(ctx: _Ctx) -> None:
         report.decode_count("puppet masks")
         h, w, t = part.shape
         if im is not None and (h, w) != (im.height, im.width):
-            report.add("content", f"puppet mask {ctx.rel(mat)} is {w}x{h} but the frames are {im.width}x{im.height}", [mat])
+            report.add("content", f"puppet mask {ctx.rel(mat)} is {w}x{h} but the frames are {im.width}x{im.height}",
+                       [mat])
         if t > len(pngs):
             report.add("content", f"puppet mask {ctx.rel(mat)} has {t} masks for {len(pngs)} frames", [mat])
     meta = root / "jhmdb_sentences_samples_metadata.json"
@@ -647,7 +651,9 @@ def _check_davis(ctx: _Ctx) -> None:
                     report.add("content", f"{split} sequence {vid} has no expression in {paths[label].name}",
                                [paths[label]])
         for label, vids in sorted(index.unknown_videos.items()):
-            report.notes.append(f"{paths[label].name} names sequences in no split file: {', '.join(sorted(vids))}")
+            note = f"{paths[label].name} names sequences in no split file: {', '.join(sorted(vids))}"
+            if note not in report.notes:  # the same for both splits
+                report.notes.append(note)
         for vid in ctx.pick(index.video_ids):
             frames = index.videos[vid].frames
             for f in (frames if ctx.full else [frames[0]]):

@@ -60,7 +60,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..errors import ConfigError, InputError
 from .refer import DatasetError
@@ -266,7 +265,9 @@ class DAVISIndex(YTVOSIndex):
         self.sets = tuple(EXPRESSION_SETS if sets is None else ([sets] if isinstance(sets, str) else sets))
         bad = [s for s in self.sets if s not in EXPRESSION_SETS]
         if bad or not self.sets or len(set(self.sets)) != len(self.sets):
-            raise ConfigError(f"expression sets must be distinct names from {', '.join(EXPRESSION_SETS)}, got {list(self.sets)}")
+            raise ConfigError(
+                f"expression sets must be distinct names from {', '.join(EXPRESSION_SETS)}, got {list(self.sets)}"
+            )
         self.paths = davis_paths(self.root, annotation_folder, text_dir)
         available = sorted(p.stem for p in self.paths["image_sets"].glob("*.txt"))
         if split not in SPLITS:
@@ -286,7 +287,9 @@ class DAVISIndex(YTVOSIndex):
         for key, what in (("images", "frame folder"), ("annotations", "annotation folder")):
             if not self.paths[key].is_dir():
                 other = [f for f in ANNOTATION_FOLDERS if f != annotation_folder and (self.paths["davis"] / f).is_dir()]
-                hint = f" ({other[0]} exists: pass annotation_folder={other[0]!r})" if key == "annotations" and other else ""
+                hint = ""
+                if key == "annotations" and other:
+                    hint = f" ({other[0]} exists: pass annotation_folder={other[0]!r})"
                 raise DatasetError(f"{what} {self.paths[key]} not found{hint}")
         sequences = _read_lines(self.split_path, "split file")
         for s in sequences:
@@ -500,7 +503,8 @@ def davis_protocol_summary(metrics: Mapping[str, Any], sets: Iterable[str] | Non
     missing = [s for s in wanted if not isinstance(groups.get(s), Mapping) or math.isnan(_number(groups[s].get("J&F")))]
     if missing:
         raise InputError(
-            f"no J&F for expression set(s) {', '.join(missing)}; groups present: {', '.join(sorted(map(str, groups))) or 'none'}"
+            f"no J&F for expression set(s) {', '.join(missing)}; "
+            f"groups present: {', '.join(sorted(map(str, groups))) or 'none'}"
         )
     per = {s: {k: _number(groups[s].get(k)) for k in ("J", "F", "J&F")} | {"n": groups[s].get("n")} for s in wanted}
     out: dict[str, Any] = {}

@@ -30,6 +30,10 @@ class DataConfig:
     root: str = "./refer/data"
     dataset: str = "refcoco"
     split_by: str = "unc"
+    # refer layout: train on several datasets at once, e.g. ["refcoco/unc", "refcoco+/unc", "refcocog/umd"]
+    # (the paper's pretraining set); validation uses `dataset`/`split_by`
+    datasets: list[str] | None = None
+    per_expression: bool = False  # train on every expression once per epoch (official pseudo-video pretraining)
     train_split: str = "train"
     val_split: str = "val"
     image_size: int = 480
@@ -65,7 +69,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     log_every: int = 10
     checkpoint_every: int = 500  # optimizer steps; plus one at every epoch end and at the best val oIoU
-    val_every: int = 1  # epochs
+    val_every: int = 1  # epochs; 0 = never (e.g. Ref-YouTube-VOS valid has no public masks)
     val_max_samples: int | None = None  # None: the whole val split (one random sentence per object)
     init_swin: str | None = None  # Swin ImageNet-22K checkpoint: image backbone, or a unified model's 2D path
     init_video_swin: str | None = None  # Video Swin Kinetics checkpoint (mmaction layout) for a video model's Swin

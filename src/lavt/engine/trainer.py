@@ -36,6 +36,12 @@ from .distributed import DistEnv, all_gather_objects, barrier, cleanup, init_dis
 
 NO_DECAY_KEYS = ("norm", "relative_position_bias_table", "absolute_pos_embed")
 
+# data.name -> (module in lavt.data, dataset class) for the video benchmarks
+VIDEO_DATASETS = {
+    "ytvos": ("ytvos", "ReferYouTubeVOS"),
+    "davis": ("davis", "ReferDAVIS17"),
+}
+
 
 # ----------------------------------------------------------------------------------------------
 # model, optimizer, schedule
@@ -156,15 +162,27 @@ class EpochSampler(Sampler[int]):
         return len(self.indices)
 
 
+class EpochConcatDataset(torch.utils.data.ConcatDataset):
+    """ConcatDataset that passes ``set_epoch`` on (seeded sentence draws stay exact on resume)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for d in self.datasets:
+            if hasattr(d, "set_epoch"):
+                d.set_epoch(epoch)
+
+
 def build_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Any]:
     """(train set, val set); for ``data.name=joint`` the val "set" is ``{"image": ..., "video": ...}``."""
     d = cfg.data
-    if d.name == "ytvos":
+    if d.name in VIDEO_DATASETS:
         return _video_datasets(cfg, tokenizer)
     if d.name == "joint":
         return _joint_datasets(cfg, tokenizer)
     if d.name != "refer":
-        raise ConfigError(f"data.name={d.name!r}: use 'refer' (RefCOCO family, synthetic images) or 'ytvos' (videos)")
+        raise ConfigError(
+            f"data.name={d.name!r}: use 'refer' (RefCOCO family, synthetic images), one of "
+            f"{', '.join(sorted(VIDEO_DATASETS))} (videos) or 'joint'"
+        )
     from ..data.refer import ReferSegmentation
 
     if d.synthetic is not None:
@@ -181,7 +199,20 @@ def build_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Any]:
         blank_expressions=d.blank_expressions,
         cache_images=d.cache_images,
     )
-    train: Dataset = ReferSegmentation(split=d.train_split, mode="train", seed=cfg.train.seed, **common)
+    mode = "eval" if d.per_expression else "train"  # "eval" items = one per expression
+    if d.datasets:
+        parts = []
+        for spec in d.datasets:
+            name, _, split_by = spec.partition("/")
+            if not split_by:
+                raise ConfigError(f"data.datasets entry {spec!r} must look like 'refcoco/unc'")
+            parts.append(
+                ReferSegmentation(split=d.train_split, mode=mode, seed=cfg.train.seed,
+                                  **{**common, "dataset": name, "split_by": split_by})
+            )
+        train: Dataset = EpochConcatDataset(parts)
+    else:
+        train = ReferSegmentation(split=d.train_split, mode=mode, seed=cfg.train.seed, **common)
     val = ReferSegmentation(split=d.val_split, mode="eval", **common)
     if cfg.model.video and d.clip_len > 1:
         # video LAVT on referring images: pseudo-clips of the image repeated (official pretraining)
@@ -211,9 +242,23 @@ def _joint_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, dict[str, Datas
     return train, {"image": parts["image"][1], "video": parts["video"][1]}
 
 
-def _video_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
-    from ..data.ytvos import ReferYouTubeVOS
+def video_dataset(d: Any, split: str, mode: str, tokenizer: Any, seed: int | None = None) -> Dataset:
+    """A video dataset of ``data.name`` (every class has the Ref-YouTube-VOS item format)."""
+    if d.name not in VIDEO_DATASETS:
+        raise ConfigError(f"data.name={d.name!r} is not a video dataset ({', '.join(sorted(VIDEO_DATASETS))})")
+    module_name, class_name = VIDEO_DATASETS[d.name]
+    import importlib
 
+    cls = getattr(importlib.import_module(f"..data.{module_name}", __package__), class_name)
+    kwargs: dict[str, Any] = dict(image_size=d.image_size, tokenizer=tokenizer, clip_len=d.clip_len, mode=mode)
+    if mode == "train":
+        kwargs["seed"] = seed
+    else:
+        kwargs["eval_clip_len"] = d.eval_clip_len
+    return cls(d.root, split=split, **kwargs)
+
+
+def _video_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
     d = cfg.data
     if d.blank_expressions:
         raise ConfigError("data.blank_expressions is only implemented for the refer layout")
@@ -221,9 +266,8 @@ def _video_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
         from ..data.synthetic_video import generate_synthetic_videos
 
         generate_synthetic_videos(d.root, **d.synthetic)
-    common = dict(image_size=d.image_size, tokenizer=tokenizer, clip_len=d.clip_len)
-    train = ReferYouTubeVOS(d.root, split=d.train_split, mode="train", seed=cfg.train.seed, **common)
-    val = ReferYouTubeVOS(d.root, split=d.val_split, mode="eval", eval_clip_len=d.eval_clip_len, **common)
+    train = video_dataset(d, d.train_split, "train", tokenizer, cfg.train.seed)
+    val = video_dataset(d, d.val_split, "eval", tokenizer)
     return train, val
 
 
@@ -582,7 +626,7 @@ class Trainer:
                     break  # train.max_steps reached inside the epoch
                 self.epoch += 1
                 self.batch_in_epoch = 0
-                if self.epoch % t.val_every == 0 or self.epoch == t.epochs:
+                if t.val_every and (self.epoch % t.val_every == 0 or self.epoch == t.epochs):
                     result = self._validate()
                     if self.progress and self.env.is_main:
                         video = "J&F" in result
@@ -671,13 +715,11 @@ def evaluate_checkpoint(cfg: RunConfig, model_spec: str, out: str | Path | None 
         model = load_model(model_spec).to(env.device)
         d = cfg.data
         tokenizer = make_tokenizer(model)
-        if d.name == "ytvos":
-            from ..data.ytvos import ReferYouTubeVOS
-
-            dataset: Dataset = ReferYouTubeVOS(
-                d.root, split=cfg.eval.split, clip_len=d.clip_len, image_size=d.image_size, mode="eval",
-                tokenizer=tokenizer, eval_clip_len=d.eval_clip_len,
-            )
+        if d.name in VIDEO_DATASETS:
+            dataset: Dataset = video_dataset(d, cfg.eval.split, "eval", tokenizer)
+            if not getattr(getattr(dataset, "index", None), "has_annotations", True):
+                # no ground truth (Ref-YouTube-VOS valid/test): write the CodaLab submission
+                return write_video_submission(model, dataset, env, cfg, out)
         else:
             from ..data.refer import ReferSegmentation
 
@@ -695,6 +737,37 @@ def evaluate_checkpoint(cfg: RunConfig, model_spec: str, out: str | Path | None 
         return result
     finally:
         cleanup(env)
+
+
+@torch.inference_mode()
+def write_video_submission(model: nn.Module, dataset: Any, env: DistEnv, cfg: RunConfig, out: str | Path | None) -> dict[str, Any]:
+    """Masks of every expression of an unannotated split in the Ref-YouTube-VOS submission
+    layout (``Annotations/<video>/<exp_id>/<frame>.png``, 0/255 at the frame size), zipped when
+    ``out`` ends in .zip (else written into the folder ``out``)."""
+    from ..data.ytvos import logits_to_masks, write_submission, zip_submission
+
+    if out is None:
+        raise ConfigError(f"split {cfg.eval.split!r} has no ground truth: give --out sub.zip to write the submission")
+    out = Path(out)
+    folder = out.with_suffix("") if out.suffix == ".zip" else out
+    model.eval()
+    n = len(dataset) if cfg.eval.max_samples is None else min(cfg.eval.max_samples, len(dataset))
+    for index in tqdm(range(env.rank, n, env.world_size), desc="predict", disable=not env.is_main):
+        item = dataset[index]
+        with autocast(cfg.train.precision, env.device):
+            logits = forward_visual(
+                model, item["video"][None].to(env.device), item["input_ids"][None].to(env.device),
+                item["attention_mask"][None].to(env.device),
+            )[0].float().cpu()
+        sizes = item["orig_sizes"]
+        masks = [logits_to_masks(logits[t : t + 1], sizes[t].tolist())[0].numpy() for t in range(logits.shape[0])]
+        write_submission(folder, item["video_id"], item["exp_id"], item["frame_names"], masks)
+    barrier(env)
+    result: dict[str, Any] = {"submission": str(folder), "expressions": n, "split": cfg.eval.split}
+    if out.suffix == ".zip" and env.is_main:
+        zip_submission(folder, out)
+        result["zip"] = str(out)
+    return result
 
 
 def lr_at(step: int, total: int, base_lr: float, power: float = 0.9) -> float:

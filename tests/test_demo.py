@@ -115,3 +115,30 @@ def test_unknown_override_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and "no_such_key" in err
+
+
+def test_video_demo_tables_and_targets():
+    from lavt.demo_video import check_targets as video_targets
+    from lavt.demo_video import summarise as video_summary
+    from lavt.demo_video import unified_summary
+
+    def jf(overall, motion):
+        return {"J&F": overall, "J": overall, "F": overall, "n": 4, "groups": {"motion": {"J&F": motion, "J": motion, "F": motion, "n": 2}}}
+
+    s = video_summary({"pwam3d": {"val": jf(40.0, 35.0)}, "naive": {"val": jf(41.0, 30.0)}})
+    assert s["pwam3d"]["motion"]["J&F"] == 35.0 and "appearance" not in s["pwam3d"]
+    t = video_targets(s, total_seconds=19 * 60)
+    assert t["minutes"]["met"] and t["motion_3d_over_naive"]["met"]
+    assert t["motion_3d_over_naive"]["measured"] == pytest.approx(5.0)
+    s["naive"]["motion"]["J&F"] = 36.0
+    assert not video_targets(s, total_seconds=21 * 60)["motion_3d_over_naive"]["met"]
+
+    image = {"oIoU": 50.0, "mIoU": 45.0, "n": 3}
+    u = unified_summary({
+        "unified": {"val": {"image": image, "video": jf(30.0, 20.0)}},
+        "image": {"val": image},
+        "video": {"val": jf(25.0, 22.0)},
+    })
+    assert u["unified"] == {"image_oIoU": 50.0, "video_J&F": 30.0, "video_J&F_motion": 20.0}
+    assert u["image"] == {"image_oIoU": 50.0}
+    assert u["video"] == {"video_J&F": 25.0, "video_J&F_motion": 22.0}

@@ -7,7 +7,7 @@ frame, ``valid`` True only there, and ``annotated`` = the annotated frame's posi
 
 A2D-Sentences layout (``root``; both published arrangements are found automatically)::
 
-    <root>/Release/clips320H/<video_id>.mp4              # decoded with PyAV (optional: pip install av)
+    <root>/Release/clips320H/<video_id>.mp4              # decoded with PyAV (the ``video`` extra)
     <root>/Release/pngs320H/<video_id>/<%05d>.png         # or pre-extracted frames (.png or .jpg),
                                                          # 1-based: 00001 = first frame of the mp4
     <root>/Release/videoset.csv                          # only to build the sample list from text
@@ -26,9 +26,9 @@ overridden (``annotations=``, ``mask_dir=``, ``videos_dir=``, ``frames_dir=``).
   of the split that is not in ``a2d_missed_videos.txt``, every annotated frame (h5 file, sorted)
   whose ``instance`` list holds the row's instance; frames without the instance are skipped, not
   scored; instance ids that do not parse as integers (the ``"1 (copy)"`` row) are dropped.
-* **Masks**: the h5 file of the annotated frame (MATLAB v7.3 = HDF5, read with ``h5py``, the
-  optional ``a2d`` dependency). ``reMask`` is column-major: (N, W, H), or (W, H) when N == 1;
-  it is transposed to (N, H, W). The referred mask is the one at the instance's position in the
+* **Masks**: the h5 file of the annotated frame (MATLAB v7.3 = HDF5, read with ``h5py``, an
+  optional dependency, in the ``data`` extra). ``reMask`` is column-major: (N, W, H), or (W, H)
+  when N == 1; it is transposed to (N, H, W). The referred mask is the one at the instance's position in the
   ``instance`` list (ids cast to int).
 * **Frames**: the decoded mp4 (frame f, 1-based, is decoded frame f - 1) or, when
   ``Release/pngs320H/<video_id>/`` exists (``frames="auto"``), those files (which must be
@@ -123,8 +123,8 @@ JHMDB_METADATA = "jhmdb_sentences_samples_metadata.json"
 _SUBSET_CODE = {"train": "0", "test": "1"}  # last column of videoset.csv
 _FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 _MAX_REDRAWS = 100
-_INSTALL_H5PY = "pip install h5py (or pip install 'lavt[a2d]')"
-_INSTALL_AV = "pip install av (or pip install 'lavt[a2d]')"
+_INSTALL_H5PY = "pip install h5py (or pip install 'lavt[data]')"
+_INSTALL_AV = "pip install av (or pip install 'lavt[video]')"
 _SAFE_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
@@ -272,7 +272,9 @@ class _FolderVideo:
 
 
 class _Mp4Video:
-    """All decoded frames of an mp4 (PyAV frames, converted to RGB PIL only when asked for)."""
+    """All frames of an mp4, decoded and converted to RGB arrays at once. No PyAV object outlives
+    the decoding: FFmpeg frames inherited through fork (a DataLoader worker started after the main
+    process read an item) hang when used or freed in the child."""
 
     def __init__(self, path: Path):
         self.source = path
@@ -285,7 +287,8 @@ class _Mp4Video:
             with av.open(str(path)) as container:
                 if not container.streams.video:
                     raise DatasetError(f"cannot read video {path}: it has no video stream")
-                self._frames = list(container.decode(container.streams.video[0]))
+                for frame in container.decode(container.streams.video[0]):
+                    self._frames.append(frame.to_ndarray(format="rgb24"))
         except DatasetError:
             raise
         except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
@@ -300,10 +303,7 @@ class _Mp4Video:
         cache: dict[int, Image.Image] = {}
         for i in indices:
             if i not in cache:
-                try:
-                    cache[i] = self._frames[i].to_image().convert("RGB")
-                except (ValueError, OSError) as e:
-                    raise DatasetError(f"cannot convert frame {i} of video {self.source}: {_one_line(e)}") from None
+                cache[i] = Image.fromarray(self._frames[i], mode="RGB")
         return [cache[i] for i in indices]
 
 
@@ -374,7 +374,8 @@ def read_a2d_samples(path: str | os.PathLike[str]) -> list[A2DSample]:
         inst = _int_value(e[3]) if ok else None
         if not ok or frame is None or inst is None or frame < 1 or not _SAFE_NAME.match(e[1]):
             raise DatasetError(
-                f"{p}: entry {k} is not [sentence, video_id, frame (1-based int), instance_id (int)]: {_one_line(e)[:120]}"
+                f"{p}: entry {k} is not [sentence, video_id, frame (1-based int), instance_id (int)]: "
+                f"{_one_line(e)[:120]}"
             )
         out.append(A2DSample(e[0], e[1], frame, inst))
     return out
@@ -409,7 +410,8 @@ def read_a2d_masks(path: str | os.PathLike[str]) -> tuple[list[int], np.ndarray]
         with h5py.File(p, "r") as f:
             for key in ("instance", "reMask"):
                 if key not in f:
-                    raise DatasetError(f"A2D mask file {p} has no '{key}' dataset (keys: {', '.join(sorted(f.keys()))})")
+                    keys = ", ".join(sorted(f.keys()))
+                    raise DatasetError(f"A2D mask file {p} has no '{key}' dataset (keys: {keys})")
             inst = np.asarray(f["instance"][()]).reshape(-1)
             masks = np.asarray(f["reMask"][()])
     except DatasetError:
@@ -458,7 +460,10 @@ def build_a2d_samples(
     ann = _first_existing([d / "a2d_annotation.txt" for d in _a2d_text_dirs(root)])
     missed_path = _first_existing([d / "a2d_missed_videos.txt" for d in _a2d_text_dirs(root)])
     if ann is None:
-        raise DatasetError(f"A2D-Sentences text annotations a2d_annotation.txt not found under {root}/text_annotations or {root}/Release")
+        raise DatasetError(
+            f"A2D-Sentences text annotations a2d_annotation.txt not found in {root}/text_annotations "
+            f"or {root}/Release"
+        )
     masks = Path(mask_dir) if mask_dir is not None else _find_mask_dir(root)
     if masks is None or not masks.is_dir():
         where = masks if masks is not None else f"{root}/text_annotations or {root}/Release"
@@ -497,7 +502,8 @@ def build_a2d_samples(
             folder = masks / vid
             if not folder.is_dir():
                 raise DatasetError(f"A2D mask folder {folder} not found (video {vid} of the {split} split)")
-            per_video[vid] = [(int(p.stem), read_a2d_masks(p)[0]) for p in sorted(folder.glob("*.h5")) if p.stem.isdigit()]
+            h5s = sorted(p for p in folder.glob("*.h5") if p.stem.isdigit())
+            per_video[vid] = [(int(p.stem), read_a2d_masks(p)[0]) for p in h5s]
         for frame, ids in per_video[vid]:
             if inst in ids:
                 samples.append(A2DSample(text.lower(), vid, frame, inst))
@@ -622,8 +628,12 @@ class _AnnotatedFrameDataset(torch.utils.data.Dataset):
         valid = torch.zeros(t, dtype=torch.bool)
         valid[pos] = bool(mask.any())
         sizes = torch.tensor([[h0, w0]] * t, dtype=torch.int64)
+        frames: dict[int, torch.Tensor] = {}  # clamped windows repeat edge frames: preprocess each once
+        for i, img in zip(idx, images):
+            if i not in frames:
+                frames[i] = preprocess_image(img, s)
         item: dict[str, Any] = {
-            "video": torch.stack([preprocess_image(img, s) for img in images]),
+            "video": torch.stack([frames[i] for i in idx]),
             "target": target,
             "valid": valid,
             "annotated": pos,
@@ -643,7 +653,8 @@ class _AnnotatedFrameDataset(torch.utils.data.Dataset):
             "type": "",
         }
         if self.tokenizer is not None:
-            item["input_ids"], item["attention_mask"] = self._tokens(fields["text"], f"{self.name} {fields['image_id']}")
+            where = f"{self.name} {fields['image_id']}"
+            item["input_ids"], item["attention_mask"] = self._tokens(fields["text"], where)
         return item
 
 
@@ -728,7 +739,8 @@ class A2DSentences(_AnnotatedFrameDataset):
                     f"{self.root}/text_annotations, and no a2d_annotation.txt to build it from"
                 )
         if not self.samples:
-            raise DatasetError(f"A2D-Sentences {split} split has no samples ({self.annotations_path or 'built from text'})")
+            source = self.annotations_path or "built from text"
+            raise DatasetError(f"A2D-Sentences {split} split has no samples ({source})")
         log.info("A2D-Sentences %s: %d samples, %d videos", split, len(self.samples),
                  len({s.video_id for s in self.samples}))
         self._masks_cache: tuple[Path, tuple[list[int], np.ndarray]] | None = None
@@ -802,7 +814,9 @@ def read_jhmdb_masks(path: str | os.PathLike[str]) -> np.ndarray:
     except NotImplementedError as e:  # MATLAB v7.3 files
         raise DatasetError(f"cannot read JHMDB puppet mask file {p}: {_one_line(e)}") from None
     except Exception as e:  # scipy raises ValueError, TypeError, OSError, MatReadError... on bad files
-        raise DatasetError(f"cannot read JHMDB puppet mask file {p} (corrupt?): {type(e).__name__}: {_one_line(e)}") from None
+        raise DatasetError(
+            f"cannot read JHMDB puppet mask file {p} (corrupt?): {type(e).__name__}: {_one_line(e)}"
+        ) from None
     if "part_mask" not in data:
         keys = ", ".join(k for k in data if not k.startswith("__"))
         raise DatasetError(f"JHMDB puppet mask file {p} has no 'part_mask' variable (variables: {keys or 'none'})")
@@ -810,7 +824,9 @@ def read_jhmdb_masks(path: str | os.PathLike[str]) -> np.ndarray:
     if m.ndim == 2:
         m = m[:, :, None]
     if m.ndim != 3 or m.dtype.kind not in "biuf":
-        raise DatasetError(f"JHMDB puppet mask file {p}: 'part_mask' has shape {m.shape} / dtype {m.dtype}, expected (H, W, T) numbers")
+        raise DatasetError(
+            f"JHMDB puppet mask file {p}: 'part_mask' has shape {m.shape} / dtype {m.dtype}, expected (H, W, T) numbers"
+        )
     return np.ascontiguousarray(m.transpose(2, 0, 1) != 0)
 
 
@@ -855,7 +871,8 @@ class JHMDBSentences(_AnnotatedFrameDataset):
         super().__init__(clip_len, image_size, mode, tokenizer, seed, 3, "consecutive", score_position, cache_videos)
         if split not in JHMDB_SPLITS:
             raise DatasetError(f"unknown JHMDB-Sentences split {split!r}; available: {', '.join(JHMDB_SPLITS)}")
-        if frames not in ("metadata", "all") and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+        named = isinstance(frames, str) and frames in ("metadata", "all")
+        if not named and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
             raise ConfigError(f"frames must be 'metadata', 'all' or a positive integer, got {frames!r}")
         self.root = Path(os.path.expanduser(os.fspath(root)))
         if not self.root.is_dir():
@@ -890,12 +907,15 @@ class JHMDBSentences(_AnnotatedFrameDataset):
         try:
             return self.actions[video_id]
         except KeyError:
-            raise DatasetError(f"{where}: video {video_id} has no frames folder {self.image_dir}/<action>/{video_id}") from None
+            folder = f"{self.image_dir}/<action>/{video_id}"
+            raise DatasetError(f"{where}: video {video_id} has no frames folder {folder}") from None
 
     def _read_metadata(self, path: Path) -> list[_JHMDBSample]:
         data = _load_json(path, "JHMDB-Sentences samples metadata")
         if not isinstance(data, list):
-            raise DatasetError(f"{path} must hold a JSON list of [video_id, frame_path, mask_path, total_frames, sentence]")
+            raise DatasetError(
+                f"{path} must hold a JSON list of [video_id, frame_path, mask_path, total_frames, sentence]"
+            )
         out = []
         for k, e in enumerate(data):
             ok = isinstance(e, (list, tuple)) and len(e) == 5 and all(isinstance(e[i], str) for i in (0, 1, 4))
@@ -1011,7 +1031,9 @@ def score_annotated_frame(
         except ValueError as e:
             raise InputError(str(e)) from None
     if protocol != "official":
-        raise InputError(f"protocol {protocol!r} needs gt_original (the original-size mask); only 'official' works from the item")
+        raise InputError(
+            f"protocol {protocol!r} needs gt_original (the original-size mask); only 'official' works from the item"
+        )
     target = torch.as_tensor(item["target"])
     if target.ndim == 3:
         target = target[a]

@@ -682,6 +682,8 @@ class A2DSentences(_AnnotatedFrameDataset):
     kept (per process; consecutive samples often share a video).
     """
 
+    scores_annotated_frames = True  # the engine scores the annotated frame, not J&F over the clip
+
     name = "A2D-Sentences"
 
     def __init__(
@@ -849,6 +851,8 @@ class JHMDBSentences(_AnnotatedFrameDataset):
     frame with a puppet mask) or a positive int k (k random usable frames per video, sorted,
     seeded by ``seed``, default 0). ``clip_len`` default 16.
     """
+
+    scores_annotated_frames = True  # the engine scores the annotated frame, not J&F over the clip
 
     name = "JHMDB-Sentences"
 

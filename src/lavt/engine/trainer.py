@@ -40,6 +40,8 @@ NO_DECAY_KEYS = ("norm", "relative_position_bias_table", "absolute_pos_embed")
 VIDEO_DATASETS = {
     "ytvos": ("ytvos", "ReferYouTubeVOS"),
     "davis": ("davis", "ReferDAVIS17"),
+    "a2d": ("a2d", "A2DSentences"),  # scored on annotated frames (oIoU / mIoU / P@K), not J&F
+    "jhmdb": ("a2d", "JHMDBSentences"),
 }
 
 
@@ -250,11 +252,15 @@ def video_dataset(d: Any, split: str, mode: str, tokenizer: Any, seed: int | Non
     import importlib
 
     cls = getattr(importlib.import_module(f"..data.{module_name}", __package__), class_name)
+    import inspect
+
     kwargs: dict[str, Any] = dict(image_size=d.image_size, tokenizer=tokenizer, clip_len=d.clip_len, mode=mode)
     if mode == "train":
         kwargs["seed"] = seed
-    else:
-        kwargs["eval_clip_len"] = d.eval_clip_len
+    elif "eval_clip_len" in inspect.signature(cls).parameters:
+        kwargs["eval_clip_len"] = d.eval_clip_len  # None = whole video
+    else:  # A2D / JHMDB: the clip around the annotated frame (official 16 when None)
+        kwargs["clip_len"] = d.eval_clip_len
     return cls(d.root, split=split, **kwargs)
 
 
@@ -308,6 +314,8 @@ def evaluate(
     from ..metrics import score_prediction
 
     env = env or DistEnv(device=next(model.parameters()).device)
+    if getattr(dataset, "scores_annotated_frames", False):  # A2D / JHMDB: one annotated frame per clip
+        return evaluate_annotated(model, dataset, env, precision, max_samples, protocol, progress)
     if hasattr(dataset, "original_masks"):  # video clips: J&F
         return evaluate_video(model, dataset, env, precision, max_samples, progress)
     was_training = model.training
@@ -399,6 +407,45 @@ def evaluate_video(
     result = meter.compute()
     frames = ris.compute()
     result.update(oIoU=frames["oIoU"], mIoU=frames["mIoU"], protocol="davis")
+    return result
+
+
+@torch.inference_mode()
+def evaluate_annotated(
+    model: nn.Module,
+    dataset: Any,
+    env: DistEnv | None = None,
+    precision: str = "fp32",
+    max_samples: int | None = None,
+    protocol: str = "official",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """A2D-Sentences / JHMDB-Sentences protocol: each sample is a clip around one annotated frame
+    (16 consecutive frames at test time, clamped to the video); that frame's argmax at the model
+    resolution is compared with its nearest-resized mask; oIoU / mIoU / P@K (IoU >= K)."""
+    from ..data.a2d import score_annotated_frame
+
+    env = env or DistEnv(device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    records = []
+    for index in tqdm(range(env.rank, n, env.world_size), desc="eval", disable=not (progress and env.is_main), leave=False):
+        item = dataset[index]
+        with autocast(precision, env.device):
+            logits = forward_visual(
+                model, item["video"][None].to(env.device), item["input_ids"][None].to(env.device),
+                item["attention_mask"][None].to(env.device),
+            )[0].float().cpu()
+        gt = dataset.original_masks(index) if protocol != "official" else None
+        records.append(score_annotated_frame(logits, item, protocol=protocol, gt_original=gt))
+    meter = RISMeter()
+    for part in all_gather_objects(records, env):
+        for i, u in part:
+            meter.update_counts(i, u)
+    model.train(was_training)
+    result = meter.compute()
+    result["protocol"] = f"annotated frames ({protocol})"
     return result
 
 

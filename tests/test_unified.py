@@ -185,3 +185,30 @@ def test_trainer_initialises_a_unified_model_from_image_and_video_models(tmp_pat
     bad = load_run_config(None, [*overrides[:-3], f"train.init_video_model={tmp_path / 'video'}"])
     with pytest.raises(ConfigError, match="unified"):
         build_model(bad)
+
+
+def test_unified_paths_from_swin_and_video_swin_checkpoints():
+    """The 2D path from a Swin ImageNet-22K classification checkpoint, the 3D path from a Video
+    Swin Kinetics checkpoint (the two checkpoint kinds the paper starts from)."""
+    from test_official import swin_classification_state
+    from test_video_init import kinetics_checkpoint
+
+    from lavt.official import init_backbone_from_video_swin
+    from lavt.unified import init_unified_2d_from_swin
+
+    unified = LAVT(_video(unified=True))
+    image_shaped = LAVT(LAVTConfig(**DIMS))
+    swin_sd, mapping, _ = swin_classification_state(image_shaped)
+    init_unified_2d_from_swin(unified, {"model": swin_sd})
+    own = unified.state_dict()
+    key = "backbone.stages.2.blocks.1.attn.qkv.weight"
+    assert torch.equal(own[key.replace(".blocks.", ".blocks2d.")], swin_sd[mapping[key]])
+
+    source = _randomise(LAVT(_video()), 21)
+    ckpt, kin_mapping, _ = kinetics_checkpoint(source)
+    before_2d = own["backbone.stages.0.blocks2d.0.mlp.0.weight"].clone()
+    init_backbone_from_video_swin(unified, ckpt)
+    own = unified.state_dict()
+    key3d = "backbone.stages.1.blocks.0.mlp.0.weight"
+    assert torch.equal(own[key3d], source.state_dict()[key3d])
+    assert torch.equal(own["backbone.stages.0.blocks2d.0.mlp.0.weight"], before_2d)  # 2D path untouched

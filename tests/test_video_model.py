@@ -206,3 +206,19 @@ def test_video_model_round_trips_through_save_pretrained(tmp_path):
     video, feats, mask = _inputs()
     with torch.no_grad():
         assert torch.equal(model(video, text_features=feats, text_mask=mask), again(video, text_features=feats, text_mask=mask))
+
+
+def test_official_video_model_on_a_long_clip_of_odd_size():
+    """T = 10 > the temporal window 8 (temporal padding + shift in the odd blocks) at 83x97:
+    runs, and the first frames differ from a T = 8 run only through the clip-wide parts
+    (temporal attention across the window boundary, clip-wide InstanceNorm)."""
+    path, io = _fixture("lavt_rs_video_pwam3d_s12_tiny")
+    model = load_official_checkpoint(path)
+    g = torch.Generator().manual_seed(0)
+    clip = torch.randn(1, 10, 3, 83, 97, generator=g)
+    words, mask = io["lang_feats"][:1].transpose(1, 2), io["lang_mask"][:1]
+    with torch.no_grad():
+        long = model(clip, text_features=words, text_mask=mask)
+        short = model(clip[:, :8], text_features=words, text_mask=mask)
+    assert long.shape == (1, 10, 2, 83, 97) and torch.isfinite(long).all()
+    assert (long[:, :8] - short).abs().max() > 1e-6  # frames 8-9 influence frames 0-7

@@ -213,7 +213,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="LAVT: segment the object an English expression refers to in an image."
+        prog=PROG, description="LAVT: segment the object an English expression refers to in an image or a video."
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo",
         help="build the synthetic benchmark, train LAVT and a language-blind control on it, "
-        "evaluate both and write a report (CPU, ~10 minutes)",
+        "evaluate both and write a report (CPU, ~12 minutes)",
     )
     d.add_argument(
         "overrides", nargs="*", metavar="section.key=value", help="overrides of configs/demo.yaml (demo_video.yaml)"

@@ -119,6 +119,33 @@ def test_resume_mid_epoch_gives_the_same_weights_as_an_uninterrupted_run(data_ro
     assert not all(torch.equal(a[k], part.model.state_dict()[k]) for k in a)
 
 
+def test_cached_text_features_train_exactly_like_a_frozen_dropout_free_encoder(data_root, quiet_encoder, tmp_path):
+    # Reference: a frozen encoder without dropout recomputed every step; the cache must give the
+    # same weights (it runs the encoder in eval mode once per distinct expression).
+    frozen = {"train.text_encoder_layers": "none", "train.batch_size": 2, "data.per_expression": "true",
+              "train.epochs": 3, "train.val_every": 0}
+    plain = Trainer(load_run_config(None, overrides(data_root, tmp_path / "plain", str(quiet_encoder), **frozen)))
+    plain.fit()
+    cached = Trainer(
+        load_run_config(None, overrides(data_root, tmp_path / "cached", **frozen, **{"train.cache_text_features": "true"}))
+    )
+    calls = []
+    cached.model.text_encoder.register_forward_hook(lambda *a: calls.append(1))
+    cached.fit()
+    a, b = plain.model.state_dict(), cached.model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a), "cached features changed training"
+    n_expr = len(cached.train_set)
+    assert len(cached.text_cache.features) == n_expr
+    # every expression is encoded once, in the first epoch; later epochs never call the encoder
+    assert 1 <= len(calls) <= cached.steps_per_epoch < cached.step
+
+
+def test_cached_text_features_need_a_frozen_text_encoder(data_root, tmp_path):
+    cfg = load_run_config(None, overrides(data_root, tmp_path / "x", **{"train.cache_text_features": "true"}))
+    with pytest.raises(ConfigError, match="frozen text encoder"):
+        Trainer(cfg)
+
+
 def test_resume_from_another_architecture_is_one_clear_error(data_root, tmp_path):
     Trainer(load_run_config(None, overrides(data_root, tmp_path / "a", **{"train.max_steps": 1}))).fit()
     other = load_run_config(None, overrides(data_root, tmp_path / "b", **{"model.embed_dim": 32}))

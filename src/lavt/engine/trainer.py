@@ -449,17 +449,56 @@ def evaluate_annotated(
     return result
 
 
-def forward_visual(model: nn.Module, visual: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def forward_visual(
+    model: nn.Module, visual: Tensor, input_ids: Tensor, attention_mask: Tensor, text_features: Tensor | None = None
+) -> Tensor:
     """Logits for an image batch (B, 3, H, W) or a clip batch (B, T, 3, H, W) -> (B, T, 2, H, W).
 
     An image model given clips runs their frames as one batch with each expression repeated T
-    times (the per-frame baseline of paper Table 8; official ``evaluate_single_frames``)."""
+    times (the per-frame baseline of paper Table 8; official ``evaluate_single_frames``).
+    ``text_features`` (B, L, C_l), when given, replace the text encoder (cached features)."""
     core = model.module if isinstance(model, DistributedDataParallel) else model
     if visual.dim() == 5 and not core.config.video:
         b, t = visual.shape[:2]
-        logits = model(visual.flatten(0, 1), input_ids.repeat_interleave(t, 0), attention_mask.repeat_interleave(t, 0))
+        feats = None if text_features is None else text_features.repeat_interleave(t, 0)
+        logits = forward_visual(
+            model, visual.flatten(0, 1), input_ids.repeat_interleave(t, 0), attention_mask.repeat_interleave(t, 0), feats
+        )
         return logits.view(b, t, *logits.shape[1:])
+    if text_features is not None:
+        return model(visual, text_features=text_features, text_mask=attention_mask)
     return model(visual, input_ids, attention_mask)
+
+
+class TextFeatureCache:
+    """Word features of a frozen, eval-mode text encoder, computed once per distinct expression
+    (``train.cache_text_features``). Exact: such an encoder is a fixed function of the token ids."""
+
+    def __init__(self, model: LAVT):
+        if model.text_encoder is None:
+            raise ConfigError("train.cache_text_features needs a model with a text encoder")
+        if any(p.requires_grad for p in model.text_encoder.parameters()):
+            raise ConfigError(
+                "train.cache_text_features needs a frozen text encoder: set train.text_encoder_layers=none "
+                "and train.text_encoder_embeddings=false"
+            )
+        self.model = model
+        self.features: dict[bytes, Tensor] = {}
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        ids, mask = input_ids.cpu(), attention_mask.cpu()
+        keys = [i.numpy().tobytes() + m.numpy().tobytes() for i, m in zip(ids, mask)]
+        missing = [k for k, key in enumerate(keys) if key not in self.features]
+        if missing:
+            encoder = self.model.text_encoder
+            was_training = encoder.training
+            encoder.eval()  # no dropout: the features must not depend on when they were computed
+            with torch.no_grad():
+                feats = self.model.encode_text(input_ids[missing], attention_mask[missing]).float()
+            encoder.train(was_training)
+            for k, f in zip(missing, feats):
+                self.features.setdefault(keys[k], f.cpu())
+        return torch.stack([self.features[key] for key in keys]).to(input_ids.device)
 
 
 def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -503,6 +542,7 @@ class Trainer:
         freeze_untrained(self.model, cfg)
         for stage in self.model.backbone.stages:
             stage.activation_checkpointing = t.activation_checkpointing
+        self.text_cache = TextFeatureCache(self.model) if t.cache_text_features else None
         self.tokenizer = make_tokenizer(self.model)
         self.train_set, self.val_set = build_datasets(cfg, self.tokenizer)
         self.joint = cfg.data.name == "joint"
@@ -624,10 +664,10 @@ class Trainer:
             ctx = self.ddp_model.no_sync() if (self.env.distributed and not sync) else nullcontext()
             with ctx:
                 visual = batch["video"] if "video" in batch else batch["image"]
+                input_ids, attention_mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
+                text_features = self.text_cache(input_ids, attention_mask) if self.text_cache is not None else None
                 with autocast(t.precision, dev):
-                    logits = forward_visual(
-                        self.ddp_model, visual.to(dev), batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
-                    )
+                    logits = forward_visual(self.ddp_model, visual.to(dev), input_ids, attention_mask, text_features)
                 target = batch["target"].to(dev)
                 if logits.dim() == 5:  # video: every frame of every clip is supervised (official)
                     logits, target = logits.flatten(0, 1), target.flatten(0, 1)

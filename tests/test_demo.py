@@ -142,3 +142,19 @@ def test_video_demo_tables_and_targets():
     assert u["unified"] == {"image_oIoU": 50.0, "video_J&F": 30.0, "video_J&F_motion": 20.0}
     assert u["image"] == {"image_oIoU": 50.0}
     assert u["video"] == {"video_J&F": 25.0, "video_J&F_motion": 22.0}
+
+
+def test_unified_demo_runs_differ_only_in_their_switch(tmp_path):
+    from lavt.demo_video import UNIFIED_TITLES, unified_run_configs
+
+    runs = unified_run_configs(tmp_path / "out", tmp_path / "data")
+    assert set(runs) == set(UNIFIED_TITLES)
+    m = {name: c.model for name, c in runs.items()}
+    assert m["unified"].unified and m["unified"].unified_train_stream == "dual" and not m["unified"].bidirectional
+    assert m["unified_single"].unified and m["unified_single"].unified_train_stream == "single"
+    assert m["unified_bi"].unified and m["unified_bi"].bidirectional
+    assert not m["image"].unified and not m["image"].video and runs["image"].data.name == "refer"
+    assert not m["video"].unified and m["video"].video and runs["video"].data.name == "ytvos"
+    # same sizes everywhere: the comparison is between training regimes, not model sizes
+    assert len({(x.embed_dim, tuple(x.depths), x.window_size) for x in m.values()}) == 1
+    assert len({c.train.output_dir for c in runs.values()}) == len(runs)

@@ -270,9 +270,12 @@ def format_summary(report: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 # lavt demo --unified (issue: unified LAVT + joint training + bi-3D-PWAM)
 # ----------------------------------------------------------------------------------------------
-UNIFIED_RUNS = ("unified", "unified_bi", "image", "video")
+UNIFIED_RUNS = ("unified", "unified_single", "unified_bi", "image", "video")
 UNIFIED_TITLES = {
     "unified": "unified LAVT, joint images + videos",
+    # the paper trains both paths on every input but infers single-stream; this row trains each
+    # input on the path it is inferred with (unified_train_stream: single), see docs/unified-lavt.md
+    "unified_single": "unified LAVT, single-stream training",
     "unified_bi": "unified LAVT + bi-3D-PWAM, joint",
     "image": "image LAVT, images only",
     "video": "video LAVT (3D PWAM), videos only",
@@ -293,6 +296,8 @@ def unified_run_configs(out_dir: str | Path, data_root: str | Path | None, overr
         model = {f: getattr(c.model, f) for f in c.model.__dataclass_fields__}
         if name == "unified_bi":
             model["bidirectional"] = True
+        elif name == "unified_single":
+            model["unified_train_stream"] = "single"
         elif name in ("image", "video"):
             model.update(unified=False, video=name == "video")
             part = c.data.joint[name]

@@ -63,8 +63,8 @@ class TrainConfig:
     text_encoder_layers: str = "0-9"  # official: only BERT encoder layers 0..9 are optimised; "all", "none", "a-b"
     text_encoder_embeddings: bool = False
     # With a frozen text encoder (text_encoder_layers: none): run it in eval mode (no dropout) and
-    # compute each distinct expression's word features once, then reuse them (the demo: ~18% of a
-    # step). Memory grows with the number of distinct expressions (L x C_l floats each).
+    # compute each distinct expression's word features once, then reuse them. Pays off when the
+    # same expressions recur over many epochs; memory grows with their number (L x C_l floats each).
     cache_text_features: bool = False
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler, CUDA only)
     activation_checkpointing: bool = False

@@ -74,6 +74,8 @@ def test_recipe_runs_two_steps(name, roots, tmp_path, capsys):
     if raw.get("model", {}).get("video"):
         model.append("model.temporal_window=2")
     overrides = [*model, *RUN, *_data_overrides(raw, roots, tmp_path), f"train.output_dir={tmp_path / 'run'}"]
+    if raw.get("train", {}).get("cache_text_features"):  # cached features need the frozen encoder it ships with
+        overrides.append("train.text_encoder_layers=none")
     eval_only = {"davis": "J&F", "jhmdb": "oIoU"}  # evaluation recipes: their datasets have no training split here
     if raw.get("data", {}).get("name") in eval_only:
         from lavt.config import LAVTConfig

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from lavt.data.joint import JointBatchSampler, JointDataset, joint_batches
 from lavt.errors import ConfigError
@@ -82,3 +83,29 @@ def test_unified_model_trains_jointly_end_to_end(tmp_path, capsys):
     assert {"oIoU", "J&F", "score"} <= set(val)
     assert val["score"] == pytest.approx((val["oIoU"] + val["J&F"]) / 2)
     assert (out / "final_model" / "config.json").is_file()
+
+
+def test_joint_images_are_one_frame_samples_unless_clip_len_is_set(tmp_path):
+    import dataclasses
+
+    from lavt.engine.config import load_run_config
+    from lavt.engine.trainer import build_datasets, make_tokenizer
+    from lavt.models.lavt import LAVT
+
+    img, vid = tmp_path / "img", tmp_path / "vid"
+    joint = (
+        f"data.joint={{image: {{root: {img}, dataset: synthetic, split_by: unc, train_split: train, val_split: val, "
+        f"synthetic: {{num_images: {{train: 4, val: 2, testA: 1, testB: 1}}}}}}, "
+        f"video: {{root: {vid}, train_split: train, val_split: valid, synthetic: {{num_videos: {{train: 3, valid: 1}}, frames: 6}}}}}}"
+    )
+    cfg = load_run_config("demo_unified", ["data.image_size=32", "data.clip_len=3", joint])
+    tokenizer = make_tokenizer(LAVT.from_config(cfg.model))
+    train, _ = build_datasets(cfg, tokenizer)
+    image_item, video_item = train[0], train[train.n_image]
+    assert image_item["image"].shape == (3, 32, 32) and "video" not in image_item  # T = 1: the 2D path
+    assert video_item["video"].shape[0] == 3
+    # pseudo-clips on request: the image repeated clip_len times
+    cfg.data = dataclasses.replace(cfg.data, joint={**cfg.data.joint, "image": {**cfg.data.joint["image"], "clip_len": 3}})
+    train, _ = build_datasets(cfg, tokenizer)
+    clip = train[0]["video"]
+    assert clip.shape == (3, 3, 32, 32) and torch.equal(clip[0], clip[2])

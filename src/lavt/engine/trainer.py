@@ -238,7 +238,11 @@ def _joint_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, dict[str, Datas
         unknown = sorted(set(d.joint[kind]) - fields)
         if unknown:
             raise ConfigError(f"unknown key(s) in data.joint.{kind}: {', '.join(unknown)}")
-        sub = dataclasses.replace(d, **{**d.joint[kind], "name": name, "joint": None})
+        # Images are one-frame samples unless data.joint.image sets clip_len (then pseudo-clips of
+        # the image repeated): a unified model infers images on its 2D path with T = 1, and
+        # single-stream training would never reach that path with multi-frame pseudo-clips.
+        defaults = {"clip_len": 1} if kind == "image" else {}
+        sub = dataclasses.replace(d, **{**defaults, **d.joint[kind], "name": name, "joint": None})
         parts[kind] = build_datasets(dataclasses.replace(cfg, data=sub), tokenizer)
     train = JointDataset(parts["image"][0], parts["video"][0])
     return train, {"image": parts["image"][1], "video": parts["video"][1]}

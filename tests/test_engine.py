@@ -168,6 +168,22 @@ def test_config_errors(tmp_path):
         load_run_config(None, ["model.windw=7"])
 
 
+def test_numbers_written_without_a_dot_are_numbers(tmp_path):
+    # PyYAML reads "1e-3" as a string; it must still reach the optimizer as a float
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train: {lr: 1e-3, weight_decay: 5e-2}\nmodel: {drop_path_rate: 1e-1}\n")
+    cfg = load_run_config(recipe, ["train.clip_grad_norm=1e0", "eval.max_samples=2e2"])
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.model.drop_path_rate) == (1e-3, 5e-2, 0.1)
+    assert isinstance(cfg.train.lr, float) and cfg.train.clip_grad_norm == 1.0
+    preset = load_run_config(None, ["model.preset=tiny", "model.drop_path_rate=2e-1"])
+    assert preset.model.drop_path_rate == 0.2
+    with pytest.raises(ConfigError, match=r"train\.lr must be a number"):
+        load_run_config(None, ["train.lr=fast"])
+    assert cfg.eval.max_samples == 200 and isinstance(cfg.eval.max_samples, int)
+    with pytest.raises(ConfigError, match=r"train\.epochs must be a whole number"):
+        load_run_config(None, ["train.epochs=1.5"])
+
+
 def test_every_shipped_config_parses():
     configs = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
     assert configs

@@ -11,6 +11,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+import types
+import typing
 from typing import Any
 
 from .errors import ConfigError
@@ -41,6 +43,33 @@ CHOICES = {
     "unified_merge": ("broadcast", "center"),
     "unified_train_stream": ("dual", "single"),
 }
+
+
+def coerce_numbers(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Numbers written as strings -> numbers, for the dataclass fields typed ``int``/``float``.
+
+    YAML 1.1 (PyYAML) reads ``1e-3`` (no dot) as a *string*, so ``lr: 1e-3`` in a recipe or
+    ``train.lr=1e-3`` on the command line would otherwise reach the optimizer as ``'1e-3'`` and fail
+    deep inside torch. A string that is not a number is a one-line error naming the key.
+    """
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is None or isinstance(value, bool) or not isinstance(value, (str, float)):
+            continue
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+        number = next((t for t in (float, int) if t in args), None)
+        if number is None or (str in args and isinstance(value, str)) or (number is float and isinstance(value, float)):
+            continue
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}.{key} must be a number ({number.__name__}), got {value!r}") from None
+        if number is int and not as_float.is_integer():
+            raise ConfigError(f"{where}.{key} must be a whole number, got {value!r}")
+        out[key] = int(as_float) if number is int else as_float
+    return out
 
 
 @dataclass
@@ -181,7 +210,7 @@ class LAVTConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**coerce_numbers(cls, d, "model"))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -194,4 +223,4 @@ class LAVTConfig:
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
 
 
-__all__ = ["LAVTConfig", "TextEncoderConfig", "ConfigError", "SWIN_PRESETS", "CHOICES"]
+__all__ = ["LAVTConfig", "TextEncoderConfig", "ConfigError", "coerce_numbers", "SWIN_PRESETS", "CHOICES"]

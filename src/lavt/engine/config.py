@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..config import LAVTConfig, TextEncoderConfig
+from ..config import LAVTConfig, TextEncoderConfig, coerce_numbers
 from ..errors import ConfigError
 
 
@@ -119,13 +119,14 @@ def _build_section(cls, values: dict[str, Any], section: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) in section '{section}': {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return cls(**values)
+    return cls(**coerce_numbers(cls, values, section))
 
 
 def _build_model(values: dict[str, Any]) -> LAVTConfig:
     values = dict(values)
     values.pop("model_type", None)
     preset = values.pop("preset", None)
+    values = coerce_numbers(LAVTConfig, values, "model")
     if isinstance(values.get("text_encoder"), dict):
         values["text_encoder"] = TextEncoderConfig(**values["text_encoder"])
     if preset is not None:

@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo",
         help="build the synthetic benchmark, train LAVT and a language-blind control on it, "
-        "evaluate both and write a report (CPU, ~12-13 minutes)",
+        "evaluate both and write a report (CPU, ~9 minutes on 2 cores)",
     )
     d.add_argument(
         "overrides", nargs="*", metavar="section.key=value", help="overrides of configs/demo.yaml (demo_video.yaml)"

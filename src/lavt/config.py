@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
-from pathlib import Path
 import types
 import typing
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -57,11 +57,14 @@ def coerce_numbers(cls: type, values: dict[str, Any], where: str) -> dict[str, A
     for key, value in values.items():
         hint = hints.get(key)
         if hint is None or isinstance(value, bool) or not isinstance(value, (str, float)):
-            continue
-        args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-        number = next((t for t in (float, int) if t in args), None)
-        if number is None or (str in args and isinstance(value, str)) or (number is float and isinstance(value, float)):
-            continue
+            continue  # ints, lists, dicts, None: nothing to coerce
+        is_union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        allowed = typing.get_args(hint) if is_union else (hint,)
+        if isinstance(value, str) and (str in allowed or not {int, float} & set(allowed)):
+            continue  # a string field (or one that is not numeric)
+        if isinstance(value, float) and (float in allowed or int not in allowed):
+            continue  # already a float where a float is fine
+        number = float if float in allowed else int
         try:
             as_float = float(value)
         except ValueError:
@@ -210,7 +213,7 @@ class LAVTConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**coerce_numbers(cls, d, "model"))
+        return cls(**d)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -223,4 +226,4 @@ class LAVTConfig:
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
 
 
-__all__ = ["LAVTConfig", "TextEncoderConfig", "ConfigError", "coerce_numbers", "SWIN_PRESETS", "CHOICES"]
+__all__ = ["LAVTConfig", "TextEncoderConfig", "ConfigError", "SWIN_PRESETS", "CHOICES"]

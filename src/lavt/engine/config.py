@@ -126,7 +126,7 @@ def _build_model(values: dict[str, Any]) -> LAVTConfig:
     values = dict(values)
     values.pop("model_type", None)
     preset = values.pop("preset", None)
-    values = coerce_numbers(LAVTConfig, values, "model")
+    values = coerce_numbers(LAVTConfig, values, "model")  # the one place YAML reaches a model config
     if isinstance(values.get("text_encoder"), dict):
         values["text_encoder"] = TextEncoderConfig(**values["text_encoder"])
     if preset is not None:

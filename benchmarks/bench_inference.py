@@ -18,6 +18,10 @@ Implementations:
 * ``ours``: the library as is (window attention and PWAM attention through
   ``scaled_dot_product_attention``, shift mask built once per feature-map size and cached,
   instance norm as ``var_mean`` on (B, N, C) tokens).
+* ``winograd``: ``ours`` after ``model.use_winograd(True)`` -- the decoder's 3x3 convolutions
+  through NNPACK's Winograd kernel, which is how ``lavt predict`` / ``Predictor`` run on CPU
+  unless asked for ``exact`` (logits within ~1e-5 relative of the direct convolution; the
+  start-up check prints the difference).
 * ``eager``: the same model with the computational structure of the official code, patched in
   *this script only* (no library edit): window attention as ``q * scale @ k^T + relative bias
   (+ shift mask) -> softmax -> @ v`` with the shift mask rebuilt on every forward (region ids on
@@ -82,6 +86,7 @@ def _import_torch() -> None:
 
 
 CHECK_TOL = 1e-4
+IMPLS = ("ours", "winograd", "eager")
 RESULT_PREFIX = "@@BENCH_RESULT@@ "
 
 
@@ -210,7 +215,7 @@ def eager_token_norm_forward(self: Any, x: Tensor) -> Tensor:
 @contextlib.contextmanager
 def implementation(impl: str):
     """Within the block, the model runs as ``impl`` ("ours" = library code, "eager" = patched)."""
-    if impl == "ours":
+    if impl in ("ours", "winograd"):  # winograd = ours + model.use_winograd(True), set on the model
         yield
         return
     if impl != "eager":
@@ -340,6 +345,8 @@ def run_child(args: argparse.Namespace) -> None:
     tag = f"[{impl} b={batch} {precision}]"
     rss_before = current_rss_kib()
     model = build_model(args.preset, args.window)
+    if impl == "winograd" and not model.use_winograd(True):
+        raise RuntimeError("this PyTorch build / CPU has no NNPACK: the winograd implementation cannot run")
     rss_model = current_rss_kib()
     maxrss_build = max_rss_kib()
     # Start the peak from here: otherwise a transient during import/build that exceeds the
@@ -429,10 +436,12 @@ def equivalence_check(args: argparse.Namespace) -> dict[str, Any]:
     precisions = ("fp32", "bf16") if "bf16" in args.precisions else ("fp32",)
     with torch.inference_mode():
         for precision in precisions:
-            for impl in ("ours", "eager"):
+            for impl in ("ours", "eager", "winograd"):
+                model.use_winograd(impl == "winograd")
                 with implementation(impl), autocast_ctx(precision):
                     logits = model(image, text_features=words, text_mask=mask)
                 outs[impl, precision] = ([f.float() for f in captured.pop()], logits.float())
+    model.use_winograd(False)
     hook.remove()
     calls = dict(EAGER_CALLS)
 
@@ -441,14 +450,16 @@ def equivalence_check(args: argparse.Namespace) -> dict[str, Any]:
         return max((x - y).abs().max().item() for x, y in zip(fa, fb)), (la - lb).abs().max().item()
 
     f32_feat, f32_logit = diff(outs["ours", "fp32"], outs["eager", "fp32"])
+    _, winograd_logit = diff(outs["winograd", "fp32"], outs["eager", "fp32"])
     nan = float("nan")
     bf_feat, bf_logit = diff(outs["ours", "bf16"], outs["eager", "bf16"]) if "bf16" in precisions else (nan, nan)
     _, prec_logit = diff(outs["ours", "fp32"], outs["ours", "bf16"]) if "bf16" in precisions else (nan, nan)
-    ok = f32_feat < CHECK_TOL and f32_logit < CHECK_TOL and calls["window_attention"] > 0 and calls["pwam_attend"] > 0
+    ok = f32_feat < CHECK_TOL and f32_logit < CHECK_TOL and winograd_logit < CHECK_TOL and calls["window_attention"] > 0 and calls["pwam_attend"] > 0
     return {
         "input": f"batch 2, image {h_img}x{w_img}, {args.text_len} words ({args.real_words} and {short} real)",
         "fp32_max_abs_diff_stage_features": f32_feat,
         "fp32_max_abs_diff_logits": f32_logit,
+        "fp32_max_abs_diff_logits_winograd_vs_eager": winograd_logit,
         "max_abs_logit": outs["ours", "fp32"][1].abs().max().item(),
         "max_abs_stage_feature": max(f.abs().max().item() for f in outs["ours", "fp32"][0]),
         "bf16_max_abs_diff_logits_ours_vs_eager": bf_logit,
@@ -501,7 +512,7 @@ def fmt_secs(s: float) -> str:
 
 def run_parent(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    impls = ["ours", "eager"] if args.impl == "both" else [args.impl]
+    impls = list(IMPLS) if args.impl == "all" else [args.impl]
 
     log("checking (in a child process) that the eager baseline computes the same function as ours ...")
     out, _ = spawn(["--child-check", "--precisions", *args.precisions, *common_flags(args)])
@@ -527,7 +538,8 @@ def run_parent(args: argparse.Namespace) -> int:
         f"\nEquivalence check (fp32, {check['input']}): max |ours - eager| = "
         f"{check['fp32_max_abs_diff_stage_features']:.2e} on stage features (max |feature| "
         f"{check['max_abs_stage_feature']:.2f}), {check['fp32_max_abs_diff_logits']:.2e} on logits (max |logit| "
-        f"{check['max_abs_logit']:.2f}); tolerance {CHECK_TOL:.0e} -> {'PASSED' if check['passed'] else 'FAILED'}"
+        f"{check['max_abs_logit']:.2f}); winograd vs eager {check['fp32_max_abs_diff_logits_winograd_vs_eager']:.2e} "
+        f"on logits; tolerance {CHECK_TOL:.0e} -> {'PASSED' if check['passed'] else 'FAILED'}"
     )
     bf16_info = (
         f"bf16 autocast: ours vs eager logits {check['bf16_max_abs_diff_logits_ours_vs_eager']:.2e}; "
@@ -540,7 +552,11 @@ def run_parent(args: argparse.Namespace) -> int:
         print("ERROR: eager baseline does not match ours; refusing to time it.", file=sys.stderr)
         return 1
 
-    configs = [(impl, b, p) for b in args.batch_sizes for p in args.precisions for impl in impls]
+    # bf16 autocast never takes the Winograd path (it is an fp32 kernel): no winograd/bf16 runs
+    configs = [
+        (impl, b, p) for b in args.batch_sizes for p in args.precisions for impl in impls
+        if not (impl == "winograd" and p != "fp32")
+    ]
     results: list[dict[str, Any]] = []
     for idx, (impl, batch, precision) in enumerate(configs, 1):
         log(f"[{idx}/{len(configs)}] {impl} batch={batch} {precision} (elapsed {fmt_secs(time.perf_counter() - t_start)})")
@@ -578,21 +594,24 @@ def run_parent(args: argparse.Namespace) -> int:
         )
     by_key = {(r["impl"], r["batch"], r["precision"]): r for r in results}
     ratios = []
-    if "ours" in impls and "eager" in impls:
+    if "eager" in impls and len(impls) > 1:
         print()
-        for batch in args.batch_sizes:
-            for precision in args.precisions:
-                o, e = by_key[("ours", batch, precision)], by_key[("eager", batch, precision)]
-                ratio = o["s_per_image"] / e["s_per_image"]
-                ratios.append({"batch": batch, "precision": precision, "ours_over_eager": ratio})
-                print(
-                    f"ours/eager latency ratio, batch {batch}, {precision}: {ratio:.3f} "
-                    f"({'ours faster' if ratio < 1 else 'ours NOT faster'}; speedup {1 / ratio:.2f}x); "
-                    f"peak MiB over model: ours {o['peak_over_model_mib']:.0f}, eager {e['peak_over_model_mib']:.0f}"
-                )
+        for impl in (i for i in impls if i != "eager"):
+            for batch in args.batch_sizes:
+                for precision in args.precisions:
+                    if impl == "winograd" and precision != "fp32":
+                        continue  # autocast runs the direct convolution: same as ours
+                    o, e = by_key[(impl, batch, precision)], by_key[("eager", batch, precision)]
+                    ratio = o["s_per_image"] / e["s_per_image"]
+                    ratios.append({"impl": impl, "batch": batch, "precision": precision, f"{impl}_over_eager": ratio})
+                    print(
+                        f"{impl}/eager latency ratio, batch {batch}, {precision}: {ratio:.3f} "
+                        f"({impl + ' faster' if ratio < 1 else impl + ' NOT faster'}; speedup {1 / ratio:.2f}x); "
+                        f"peak MiB over model: {impl} {o['peak_over_model_mib']:.0f}, eager {e['peak_over_model_mib']:.0f}"
+                    )
     if "fp32" in args.precisions and "bf16" in args.precisions:
         print()
-        for impl in impls:
+        for impl in (i for i in impls if i != "winograd"):
             for batch in args.batch_sizes:
                 f32, bf = by_key[(impl, batch, "fp32")], by_key[(impl, batch, "bf16")]
                 ratio = bf["s_per_image"] / f32["s_per_image"]
@@ -648,7 +667,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--text-len", type=int, default=20, help="words per expression (default 20)")
     ap.add_argument("--real-words", type=int, default=12, help="unmasked words per expression (default 12)")
     ap.add_argument("--json", default=None, help="also write all numbers to this JSON file")
-    ap.add_argument("--impl", choices=["ours", "eager", "both"], default="both")
+    ap.add_argument(
+        "--impl", choices=[*IMPLS, "all"], default="all",
+        help="ours (exact, the model's default), winograd (ours + Winograd decoder convolutions, as `lavt predict`), "
+        "eager (the official computational structure), or all (default)",
+    )
     ap.add_argument(
         "--quick",
         action="store_true",
@@ -665,7 +688,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("need --repeats >= 1, --warmup >= 0 and positive batch sizes")
     if not 1 <= args.real_words <= args.text_len:
         ap.error("--real-words must be between 1 and --text-len")
-    if args.child and (args.impl == "both" or len(args.batch_sizes) != 1 or len(args.precisions) != 1):
+    if args.child and (args.impl == "all" or len(args.batch_sizes) != 1 or len(args.precisions) != 1):
         ap.error("--child runs exactly one (impl, batch, precision)")
     return args
 

@@ -114,6 +114,24 @@ def test_predict_masks_match_the_predictor(capsys, tmp_path, model_dir, image_pn
     np.testing.assert_array_equal(np.asarray(Image.open(out / "street_00.png")) == 255, expected.masks[0])
 
 
+def test_predict_exact_flag_selects_the_direct_convolution(capsys, tmp_path, model_dir, image_png, monkeypatch) -> None:
+    from lavt.models.decoder import winograd_available
+
+    if not winograd_available():
+        pytest.skip("this PyTorch build / CPU has no NNPACK")
+    calls = []
+    original = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a, **k: calls.append(1) or original(*a, **k))
+    rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "fast", "the red car"))
+    assert rc == 0, err
+    assert len(calls) == 6  # default: Winograd decoder convolutions
+    rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "exact", "the red car") + ["--exact"])
+    assert rc == 0, err
+    assert len(calls) == 6  # --exact: none more
+    fast, exact = (np.asarray(Image.open(tmp_path / d / "street_00.png")) for d in ("fast", "exact"))
+    assert (fast == exact).mean() > 0.99
+
+
 def test_predict_logits_and_bf16(capsys, tmp_path, model_dir, image_png) -> None:
     out = tmp_path / "out"
     rc, stdout, err = run(capsys, predict_args(model_dir, image_png, out, "sky") + ["--logits", "--bf16", "--device", "cpu"])

@@ -7,6 +7,7 @@ import torch
 
 from lavt.config import LAVTConfig
 from lavt.errors import CheckpointError, ConfigError, InputError
+from lavt.models.decoder import Conv3x3, winograd_available
 from lavt.models.lavt import LAVT
 
 TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7, lang_dim=24)
@@ -169,3 +170,80 @@ def test_bad_tensor_inputs_are_named(inputs):
         model(image, text_features=words[[0, 1, 1]], text_mask=mask[[0, 1, 1]])
     with pytest.raises(ConfigError, match="no text encoder"):
         model(image, input_ids=torch.ones(2, 4, dtype=torch.long))
+
+
+# ------------------------------------------------------------------ Winograd decoder convolutions
+needs_nnpack = pytest.mark.skipif(not winograd_available(), reason="this PyTorch build / CPU has no NNPACK")
+
+
+class _CountNNPACK:
+    """Wraps torch._nnpack_spatial_convolution to count the calls that reach it."""
+
+    def __init__(self, monkeypatch, fail: bool = False):
+        self.calls = 0
+        self._orig = torch._nnpack_spatial_convolution
+        self._fail = fail
+        monkeypatch.setattr(torch, "_nnpack_spatial_convolution", self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self._fail:
+            raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+        return self._orig(*args, **kwargs)
+
+
+def test_decoder_convolutions_are_direct_by_default(inputs, monkeypatch):
+    counter = _CountNNPACK(monkeypatch)
+    run(tiny(), inputs)
+    assert counter.calls == 0
+
+
+@needs_nnpack
+def test_winograd_decoder_matches_direct_convolution(inputs, monkeypatch):
+    model = tiny()
+    exact = run(model, inputs)
+    assert model.use_winograd(True)
+    counter = _CountNNPACK(monkeypatch)
+    fast = run(model, inputs)
+    assert counter.calls == 6  # the six 3x3 convolutions of the 4-map decoder
+    assert fast.shape == exact.shape
+    assert (fast - exact).abs().max().item() <= 1e-5 * max(1.0, exact.abs().max().item())
+    # O(1) weights and inputs (outputs up to ~100): the error stays ~1e-5 of the largest output
+    conv = model.decoder.conv2_2
+    x = torch.randn(2, conv.in_channels, 23, 31)
+    with torch.no_grad():
+        w = conv.weight.clone()
+        conv.weight.normal_()
+        direct = torch.nn.functional.conv2d(x, conv.weight, padding=1)
+        assert (conv(x) - direct).abs().max().item() <= 3e-5 * direct.abs().max().item()
+        conv.weight.copy_(w)
+    assert not model.use_winograd(False)
+    assert torch.equal(run(model, inputs), exact)
+
+
+@needs_nnpack
+def test_winograd_is_never_used_where_autograd_or_autocast_runs(inputs, monkeypatch):
+    model = tiny()
+    model.use_winograd(True)
+    counter = _CountNNPACK(monkeypatch)
+    image, words, mask = inputs
+    model(image, text_features=words, text_mask=mask).sum().backward()  # training: direct conv (has a backward)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(image, text_features=words, text_mask=mask)
+    assert counter.calls == 0
+    assert model.decoder.conv1_2.weight.grad is not None
+
+
+@needs_nnpack
+def test_winograd_failure_falls_back_to_direct_convolution_once(inputs, monkeypatch):
+    model = tiny()
+    exact = run(model, inputs)
+    model.use_winograd(True)
+    monkeypatch.setattr(Conv3x3, "_nnpack_failed", False)
+    counter = _CountNNPACK(monkeypatch, fail=True)
+    with pytest.warns(UserWarning, match="NNPACK Winograd convolution failed"):
+        out = run(model, inputs)
+    assert counter.calls == 1 and Conv3x3._nnpack_failed
+    assert torch.equal(out, exact)
+    run(model, inputs)
+    assert counter.calls == 1  # no retry after a failure

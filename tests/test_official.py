@@ -88,6 +88,19 @@ def test_parity_fixture_logits_and_stage_features(parity_model, io):
 
 
 @needs_fixture
+def test_parity_fixture_with_winograd_decoder(io):
+    """The Winograd decoder convolutions (what ``lavt predict`` runs on CPU) stay within the
+    parity tolerance of the official outputs."""
+    model = load_official_checkpoint(FIXTURE)
+    if not model.use_winograd(True):
+        pytest.skip("this PyTorch build / CPU has no NNPACK")
+    words, mask = words_of(io)
+    with torch.no_grad():
+        logits = model(io["image"], text_features=words, text_mask=mask)
+    assert (logits - io["expected_logits"]).abs().max().item() <= 1e-4
+
+
+@needs_fixture
 def test_parity_fixture_inferred_config(parity_model, fixture_sd, io):
     cfg = parity_model.config
     expected = io["config"]

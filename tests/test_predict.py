@@ -134,6 +134,26 @@ def test_bf16_agrees_with_fp32(model: LAVT, image: Image.Image) -> None:
     assert (bf16.masks == fp32.masks).mean() > 0.9
 
 
+def test_exact_turns_winograd_off(image: Image.Image) -> None:
+    from lavt.models.decoder import winograd_available
+
+    torch.manual_seed(0)
+    own = LAVT.from_config(tiny_config()).eval()
+    fast = Predictor(own, device="cpu", image_size=SIZE)
+    assert fast.winograd == winograd_available()
+    a = fast.predict(image, ["the red car", "sky"], return_logits=True)
+    assert a.meta["winograd"] == fast.winograd
+    exact = Predictor(own, device="cpu", image_size=SIZE, exact=True)
+    b = exact.predict(image, ["the red car", "sky"], return_logits=True)
+    assert exact.winograd is False and b.meta["winograd"] is False
+    with torch.inference_mode():
+        x = exact.preprocess(image)
+        ids, mask = exact.tokenizer(["the red car", "sky"])
+        direct = torch.nn.functional.interpolate(own(x, ids, mask), size=(H0, W0), mode="bilinear", align_corners=True)
+    np.testing.assert_array_equal(b.logits, direct.numpy())  # exact = the plain model call
+    np.testing.assert_allclose(a.logits, b.logits, rtol=0, atol=1e-5 * max(1.0, np.abs(b.logits).max()))
+
+
 def test_model_is_put_in_eval_mode(model: LAVT, image: Image.Image) -> None:
     model.train()
     try:

@@ -257,6 +257,9 @@ class Predictor:
     "cuda" if available else "cpu". ``precision``: "fp32" or "bf16" (autocast around the model;
     outputs are float32). ``image_size``: the square side the image is resized to (official 480).
     ``tokenizer``: defaults to the one described by ``model.config.text_encoder``.
+    ``exact``: False (default) runs the decoder's 3x3 convolutions with the Winograd algorithm on
+    CPUs where PyTorch ships NNPACK (``LAVT.use_winograd``; about 25-30 % less time per image on a
+    Swin-B, logits within ~1e-5 relative); True keeps the direct convolution of the official model.
     """
 
     def __init__(
@@ -266,6 +269,7 @@ class Predictor:
         precision: str = "fp32",
         image_size: int = 480,
         tokenizer: Any | None = None,
+        exact: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is not one of {PRECISIONS}")
@@ -283,6 +287,7 @@ class Predictor:
                 "that includes BERT weights)"
             )
         self.model = model.to(self.device).eval()
+        self.winograd = self.model.use_winograd(not exact)
         self.precision = precision
         self.image_size = image_size
         if tokenizer is None:
@@ -330,7 +335,12 @@ class Predictor:
             expressions=texts,
             logits=out_logits,
             probs=out_probs,
-            meta={"image_size": self.image_size, "precision": self.precision, "original_size": (height, width)},
+            meta={
+                "image_size": self.image_size,
+                "precision": self.precision,
+                "winograd": self.winograd,
+                "original_size": (height, width),
+            },
         )
 
     __call__ = predict
@@ -412,6 +422,7 @@ class Predictor:
             meta={
                 "image_size": self.image_size,
                 "precision": self.precision,
+                "winograd": self.winograd,
                 "original_size": (height, width),
                 "mode": "clip" if is_video else "per-frame",
                 "window": window if is_video else 1,

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..config import LAVTConfig
 from ..errors import CheckpointError, ConfigError, InputError
-from .decoder import SimpleDecoder
+from .decoder import Conv3x3, SimpleDecoder, winograd_available
 from .encoder import LanguageAwareSwin
 
 CONFIG_NAME = "config.json"
@@ -53,6 +53,17 @@ class LAVT(nn.Module):
 
             encoder = build_text_encoder(resolve_text_encoder(config.text_encoder.name_or_path), pretrained_text_encoder)
         return cls(config, encoder)
+
+    def use_winograd(self, enabled: bool = True) -> bool:
+        """Run the decoder's 3x3 convolutions with NNPACK's Winograd kernel in CPU float32
+        inference (see ``lavt.models.decoder``): ~3x faster convolutions, logits within ~1e-5
+        relative of the direct ones. Returns whether it is active (False where this PyTorch build
+        or CPU has no NNPACK). Training and autocast always use the direct convolution."""
+        active = bool(enabled) and winograd_available()
+        for module in self.modules():
+            if isinstance(module, Conv3x3):
+                module.winograd = active
+        return active
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Word features (B, L, C_l): the text encoder's last hidden state (no pooler)."""

@@ -105,23 +105,34 @@ def window_attention(
     n_tokens = windows.shape[1]
     n_windows = windows.shape[0] // b
     head_dim = c // num_heads
+    # q, k, v stay strided views (B*nW, heads, N, hd) of the qkv output: SDPA's kernels take
+    # strides, so no copy is made here
     q, k, v = (
         F.linear(windows, qkv.weight, qkv.bias)
-        .view(b, n_windows, n_tokens, 3, num_heads, head_dim)
-        .permute(3, 0, 1, 4, 2, 5)  # (3, B, nW, heads, N, hd)
-        .reshape(3, b, n_windows * num_heads, n_tokens, head_dim)
+        .view(-1, n_tokens, 3, num_heads, head_dim)
+        .permute(2, 0, 3, 1, 4)
         .unbind(0)
     )
-    bias = position_bias.to(q.dtype).unsqueeze(0)  # (1, heads, N, N)
+    # (1, heads, N, N) broadcasts over the windows without being copied; contiguous first, since
+    # a permuted table makes the mask sum below permuted too (SDPA would then copy it)
+    bias = position_bias.to(q.dtype).contiguous().unsqueeze(0)
     if shifted:
         mask = shift_window_mask((dp, hp, wp), window, shift, x.device).to(q.dtype)
-        bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N)
-    # 4D (1, nW*heads, N, N): a 3D mask would send SDPA to its slow "math" kernel on CPU.
-    bias = bias.expand(n_windows, num_heads, n_tokens, n_tokens).reshape(1, -1, n_tokens, n_tokens)
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias, dropout_p=attention_dropout if training else 0.0, scale=head_dim**-0.5
-    )  # (B, nW*heads, N, hd)
-    out = out.view(b, n_windows, num_heads, n_tokens, head_dim).transpose(2, 3).reshape(-1, n_tokens, c)
+        bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N): the windows of one image
+    # 4D query and mask keep SDPA on its fast CPU kernel (a 3D mask sends it to the slow "math"
+    # kernel). A per-window mask cannot broadcast over B*nW, so shifted batches run per image
+    # rather than repeating the mask B times.
+    p = attention_dropout if training else 0.0
+    scale = head_dim**-0.5
+    if shifted and b > 1:
+        parts = zip(q.split(n_windows), k.split(n_windows), v.split(n_windows))
+        out = torch.cat(
+            [F.scaled_dot_product_attention(*qkv_i, attn_mask=bias, dropout_p=p, scale=scale).transpose(1, 2)
+             for qkv_i in parts]
+        )
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=scale).transpose(1, 2)
+    out = out.reshape(-1, n_tokens, c)  # (B*nW, N, heads*hd)
     out = F.dropout(F.linear(out, proj.weight, proj.bias), p=dropout, training=training)
 
     out = _reverse_partition(out, window, b, dp, hp, wp)

@@ -260,6 +260,8 @@ class Predictor:
     ``exact``: False (default) runs the decoder's 3x3 convolutions with the Winograd algorithm on
     CPUs where PyTorch ships NNPACK (``LAVT.use_winograd``; about 25-30 % less time per image on a
     Swin-B, logits within ~1e-5 relative); True keeps the direct convolution of the official model.
+    The choice is set on the model (``model.use_winograd(not exact)``); ``self.winograd`` says
+    whether Winograd is active.
     """
 
     def __init__(

@@ -4,7 +4,8 @@
 Measures, for every configuration {fp32, bf16 autocast} x {activation checkpointing off, on}:
 
 * time of one optimizer step, exactly what ``lavt.engine.trainer.Trainer.train_step`` does with
-  ``grad_accum=1``: ``model.train()``; forward ``model(image, input_ids, attention_mask)`` ->
+  ``grad_accum=1``: ``model.train()``; token padding cut to the longest expression
+  (``trim_padding``); forward ``model(image, input_ids, attention_mask)`` ->
   logits (B, 2, H, W) under the trainer's ``autocast(precision)`` (the text encoder runs and is
   timed: it is part of the model); ``loss = build_loss("ce")(logits.float(), target)``;
   ``loss.backward()``; ``AdamW.step()`` over ``param_groups(model, weight_decay)`` after
@@ -123,6 +124,7 @@ def run_child(args: argparse.Namespace) -> None:
     from lavt.engine.config import load_run_config
     from lavt.engine.trainer import autocast, freeze_untrained, param_groups, poly_schedule
     from lavt.losses import build_loss
+    from lavt.models.text import trim_padding
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -183,6 +185,7 @@ def run_child(args: argparse.Namespace) -> None:
     attention_mask = torch.zeros(b, args.text_len, dtype=torch.long)
     attention_mask[:, : args.real_words] = 1
     input_ids[:, args.real_words :] = 0  # [PAD], as the tokenizer pads
+    input_ids, attention_mask = trim_padding(input_ids, attention_mask)  # as train_step does
     target = torch.randint(0, 2, (b, s, s), generator=g)
 
     def phase_peak() -> float:

@@ -140,6 +140,49 @@ def test_cached_text_features_train_exactly_like_a_frozen_dropout_free_encoder(d
     assert 1 <= len(calls) <= cached.steps_per_epoch < cached.step
 
 
+def test_training_cuts_token_padding_to_the_longest_expression(data_root, tmp_path):
+    cfg = load_run_config(None, overrides(data_root, tmp_path / "run", **{"train.batch_size": 2, "train.max_steps": 3}))
+    trainer = Trainer(cfg)
+    widths = []
+    trainer.model.text_encoder.register_forward_hook(
+        lambda module, args, kwargs, out: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    longest = []
+    for batch in trainer._loader(0, 0):
+        longest.append(int(batch["attention_mask"].sum(1).max()))
+        trainer.train_step([batch])
+        if len(longest) == 3:
+            break
+    assert widths == longest  # each step encodes exactly its longest expression's tokens
+    assert max(widths) < cfg.model.text_encoder.max_tokens  # so the cut removed something
+
+
+def test_text_feature_cache_ignores_the_batch_padding_length(quiet_encoder):
+    from lavt.config import LAVTConfig, TextEncoderConfig
+    from lavt.engine.trainer import TextFeatureCache
+    from lavt.models.lavt import LAVT
+    from lavt.models.text import Tokenizer, trim_padding
+
+    config = LAVTConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=7, lang_dim=384,
+                        text_encoder=TextEncoderConfig(name_or_path=str(quiet_encoder)))
+    model = LAVT.from_config(config)
+    model.text_encoder.requires_grad_(False)
+    tok = Tokenizer(str(quiet_encoder))
+    ids, mask = tok(["the red one", "the second small blue circle from the left"])
+    cache = TextFeatureCache(model)
+    both = cache(*trim_padding(ids, mask))
+    n_short, n_long = (int(m.sum()) for m in mask)
+    assert both.shape[1] == n_long and len(cache.features) == 2
+    alone = cache(*trim_padding(ids[:1], mask[:1]))  # cut to 5 tokens now, not 11: same entry
+    assert alone.shape[1] == n_short and len(cache.features) == 2
+    with torch.no_grad():
+        direct = model.eval().encode_text(ids, mask)
+    torch.testing.assert_close(both[0, :n_short], direct[0, :n_short], atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone[0], direct[0, :n_short], atol=1e-5, rtol=0)
+    torch.testing.assert_close(both[1], direct[1, :n_long], atol=1e-5, rtol=0)
+    assert not both[0, n_short:].any()  # padded words are zero; every consumer masks them
+
+
 def test_cached_text_features_need_a_frozen_text_encoder(data_root, tmp_path):
     cfg = load_run_config(None, overrides(data_root, tmp_path / "x", **{"train.cache_text_features": "true"}))
     with pytest.raises(ConfigError, match="frozen text encoder"):

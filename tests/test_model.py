@@ -98,6 +98,22 @@ def test_padded_words_do_not_matter(inputs):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_cutting_padding_columns_keeps_the_logits(inputs):
+    from lavt.models.text import trim_padding
+
+    image, words, mask = inputs
+    mask = mask.clone()
+    mask[1, 4:] = 0  # longest expression: 4 of 6 words
+    ids, cut = trim_padding(torch.ones_like(mask), mask)
+    assert cut.shape == (2, 4) and ids.shape == (2, 4)
+    model = tiny()
+    with torch.no_grad():
+        full = model(image, text_features=words, text_mask=mask)
+        short = model(image, text_features=words[:, :4], text_mask=cut)
+    assert torch.allclose(full, short, atol=1e-5)
+    assert trim_padding(torch.zeros(2, 6), torch.zeros(2, 6))[1].shape == (2, 1)  # all padding: one column
+
+
 def test_one_image_many_expressions_equals_repeated_image(inputs):
     image, words, mask = inputs
     model = tiny()

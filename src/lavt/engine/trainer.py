@@ -30,6 +30,7 @@ from ..errors import CheckpointError, ConfigError
 from ..losses import build_loss
 from ..metrics import RISMeter
 from ..models.lavt import LAVT, load_state_dict_strict
+from ..models.text import trim_padding
 from .checkpoint import load_training_checkpoint, rng_state, save_atomic, set_rng_state
 from .config import RunConfig
 from .distributed import DistEnv, all_gather_objects, barrier, cleanup, init_distributed
@@ -491,7 +492,10 @@ class TextFeatureCache:
 
     def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         ids, mask = input_ids.cpu(), attention_mask.cpu()
-        keys = [i.numpy().tobytes() + m.numpy().tobytes() for i, m in zip(ids, mask)]
+        # an expression's key and stored features cover its own tokens only, so the same
+        # expression hits the cache whatever padding length its batch was trimmed to
+        lengths = [int(m.nonzero().max()) + 1 if m.any() else 1 for m in mask]
+        keys = [i[:n].numpy().tobytes() + m[:n].numpy().tobytes() for i, m, n in zip(ids, mask, lengths)]
         missing = [k for k, key in enumerate(keys) if key not in self.features]
         if missing:
             encoder = self.model.text_encoder
@@ -501,8 +505,11 @@ class TextFeatureCache:
                 feats = self.model.encode_text(input_ids[missing], attention_mask[missing]).float()
             encoder.train(was_training)
             for k, f in zip(missing, feats):
-                self.features.setdefault(keys[k], f.cpu())
-        return torch.stack([self.features[key] for key in keys]).to(input_ids.device)
+                self.features.setdefault(keys[k], f[: lengths[k]].cpu())
+        out = torch.zeros(len(keys), ids.shape[1], self.features[keys[0]].shape[-1])
+        for row, (key, n) in enumerate(zip(keys, lengths)):
+            out[row, :n] = self.features[key]  # padded words stay 0: every consumer masks them
+        return out.to(input_ids.device)
 
 
 def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -668,7 +675,9 @@ class Trainer:
             ctx = self.ddp_model.no_sync() if (self.env.distributed and not sync) else nullcontext()
             with ctx:
                 visual = batch["video"] if "video" in batch else batch["image"]
-                input_ids, attention_mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
+                # training only: evaluation keeps the official fixed length (bit-for-bit numbers)
+                input_ids, attention_mask = trim_padding(batch["input_ids"], batch["attention_mask"])
+                input_ids, attention_mask = input_ids.to(dev), attention_mask.to(dev)
                 text_features = self.text_cache(input_ids, attention_mask) if self.text_cache is not None else None
                 with autocast(t.precision, dev):
                     logits = forward_visual(self.ddp_model, visual.to(dev), input_ids, attention_mask, text_features)

@@ -159,8 +159,8 @@ def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple
     Padded words change nothing downstream: the text encoder's attention and every PWAM give
     them zero weight, so dropping the all-padding columns leaves the real words' features and
     the logits the same up to float rounding, while the encoder and the pixel-word attention
-    do ~L/len less work (demo expressions: 6-10 of the official 20 tokens). Training uses it;
-    evaluation keeps the official fixed length.
+    do less work (synthetic demo expressions: median 9, at most 13 of the official 20 tokens).
+    Training uses it; evaluation keeps the official fixed length.
     """
     used = attention_mask.bool().any(0).nonzero()
     length = int(used.max()) + 1 if used.numel() else 1

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from lavt.engine.config import load_run_config
-from lavt.engine.trainer import Trainer, param_groups, poly_schedule
+from lavt.engine.trainer import Trainer, _collate, param_groups, poly_schedule
 from lavt.errors import CheckpointError, ConfigError
 from lavt.models.text import resolve_text_encoder
 from test_refer import build_fixture
@@ -119,25 +119,37 @@ def test_resume_mid_epoch_gives_the_same_weights_as_an_uninterrupted_run(data_ro
     assert not all(torch.equal(a[k], part.model.state_dict()[k]) for k in a)
 
 
-def test_cached_text_features_train_exactly_like_a_frozen_dropout_free_encoder(data_root, quiet_encoder, tmp_path):
-    # Reference: a frozen encoder without dropout recomputed every step; the cache must give the
-    # same weights (it runs the encoder in eval mode once per distinct expression).
+def test_cached_text_features_train_like_a_frozen_dropout_free_encoder(data_root, quiet_encoder, tmp_path):
+    # Reference: a frozen encoder without dropout recomputed every step. The cache runs the encoder
+    # in eval mode once per distinct expression, at the padding length of the batch the expression
+    # first came in; later batches are cut to other lengths, so the runs agree up to float rounding.
     frozen = {"train.text_encoder_layers": "none", "train.batch_size": 2, "data.per_expression": "true",
               "train.epochs": 3, "train.val_every": 0}
     plain = Trainer(load_run_config(None, overrides(data_root, tmp_path / "plain", str(quiet_encoder), **frozen)))
-    plain.fit()
     cached = Trainer(
         load_run_config(None, overrides(data_root, tmp_path / "cached", **frozen, **{"train.cache_text_features": "true"}))
     )
     calls = []
     cached.model.text_encoder.register_forward_hook(lambda *a: calls.append(1))
-    cached.fit()
-    a, b = plain.model.state_dict(), cached.model.state_dict()
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a), "cached features changed training"
+    losses = {}
+    for name, trainer in (("plain", plain), ("cached", cached)):
+        step, losses[name] = trainer.train_step, []
+        trainer.train_step = lambda batches, step=step, out=losses[name]: out.append(step(batches)) or out[-1]
+        trainer.fit()
+    encoder_calls = len(calls)
+    assert len(losses["plain"]) == cached.step > cached.steps_per_epoch
+    torch.testing.assert_close(losses["cached"], losses["plain"], rtol=1e-4, atol=0)
+    # Weights are compared through what the models compute: Adam turns rounding noise on
+    # parameters whose true gradient is zero (key bias before a softmax, biases before an
+    # InstanceNorm) into +-lr steps that change no output.
+    batch = _collate([plain.val_set[i] for i in range(len(plain.val_set))])
+    with torch.no_grad():
+        out = [t.model.eval()(batch["image"], batch["input_ids"], batch["attention_mask"]) for t in (plain, cached)]
+    torch.testing.assert_close(out[1], out[0], atol=1e-4 * float(out[0].abs().max()), rtol=0)
     n_expr = len(cached.train_set)
     assert len(cached.text_cache.features) == n_expr
     # every expression is encoded once, in the first epoch; later epochs never call the encoder
-    assert 1 <= len(calls) <= cached.steps_per_epoch < cached.step
+    assert 1 <= encoder_calls <= cached.steps_per_epoch < cached.step
 
 
 def test_training_cuts_token_padding_to_the_longest_expression(data_root, tmp_path):
@@ -276,7 +288,14 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(data_root
     )
     initial = {k: v.clone() for k, v in single.model.state_dict().items()}
     single_grads = _record_gradients(single)
-    single.fit()
+    # one thread, like each DDP worker: the thread count changes float summation order, and
+    # gradients that are exactly zero in theory (biases before an InstanceNorm) are pure rounding
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single.fit()
+    finally:
+        torch.set_num_threads(threads)
     assert single.step == 1
     items = overrides(data_root, tmp_path / "ddp", str(quiet_encoder), **common)
     result = str(tmp_path / "ddp_state.pt")

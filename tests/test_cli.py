@@ -139,6 +139,10 @@ def test_predict_logits_and_bf16(capsys, tmp_path, model_dir, image_png) -> None
     prob = Image.open(out / "street_00_prob.png")
     assert prob.mode == "L" and prob.size == (W0, H0)
     assert "street_00_prob.png" in stdout
+    from lavt.precision import cpu_has_fast_bf16
+
+    slow = [line for line in err if line.startswith("lavt: warning: bf16 on this CPU")]
+    assert len(slow) == (0 if cpu_has_fast_bf16() else 1), err  # one line, only where bf16 is emulated
 
 
 def test_long_expression_warns_once_in_one_line(capsys, tmp_path, model_dir, image_png) -> None:

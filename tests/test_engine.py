@@ -317,3 +317,12 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(data_root
         total += diff.numel()
         off += int((diff > 1e-5).sum())
     assert off / total < 2e-3, f"{off} of {total} weights differ"
+
+
+def test_bf16_training_on_a_cpu_without_fast_bf16_warns(data_root, tmp_path, monkeypatch):
+    import lavt.precision
+    from lavt.precision import SlowPrecisionWarning
+
+    monkeypatch.setattr(lavt.precision, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(SlowPrecisionWarning, match="use fp32"):
+        Trainer(load_run_config(None, overrides(data_root, tmp_path / "run", **{"train.precision": "bf16"}))).close()

@@ -352,3 +352,21 @@ def test_save_prediction(tmp_path, predictor: Predictor, image: Image.Image) -> 
         "photo_00.png": "the red car",
         "photo_01.png": "sky",
     }
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_bf16_warns_only_where_the_cpu_has_no_fast_bf16(model: LAVT, monkeypatch, fast: bool) -> None:
+    import warnings
+
+    import lavt.precision
+    from lavt.precision import SlowPrecisionWarning
+
+    monkeypatch.setattr(lavt.precision, "cpu_has_fast_bf16", lambda: fast)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Predictor(model, device="cpu", precision="bf16", image_size=SIZE)
+        Predictor(model, device="cpu", precision="fp32", image_size=SIZE)
+    slow = [w for w in caught if issubclass(w.category, SlowPrecisionWarning)]
+    assert len(slow) == (0 if fast else 1)
+    if slow:
+        assert "use fp32" in str(slow[0].message) and "\n" not in str(slow[0].message)

@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess_image  # the one official input transform
 from .errors import CheckpointError, ConfigError, InputError
+from .precision import warn_if_slow
 from .models.lavt import CONFIG_NAME, LAVT
 from .video_io import load_video, write_gif, write_mp4
 
@@ -278,6 +279,7 @@ class Predictor:
         if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
             raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
         self.device = _resolve_device(device)
+        warn_if_slow(precision, self.device)
         if not isinstance(model, LAVT):
             if not isinstance(model, (str, os.PathLike)):
                 raise ConfigError(f"model must be a LAVT or a model path / hub id, got {type(model).__name__}")

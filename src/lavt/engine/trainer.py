@@ -31,6 +31,7 @@ from ..losses import build_loss
 from ..metrics import RISMeter
 from ..models.lavt import LAVT, load_state_dict_strict
 from ..models.text import trim_padding
+from ..precision import warn_if_slow
 from .checkpoint import load_training_checkpoint, rng_state, save_atomic, set_rng_state
 from .config import RunConfig
 from .distributed import DistEnv, all_gather_objects, barrier, cleanup, init_distributed
@@ -542,6 +543,7 @@ class Trainer:
         self.env = env or init_distributed(t.device)
         if t.precision == "fp16" and self.env.device.type != "cuda":
             raise ConfigError("train.precision=fp16 needs CUDA; use bf16 on CPU")
+        warn_if_slow(t.precision, self.env.device)
         torch.manual_seed(t.seed + self.env.rank)
         np.random.seed(t.seed + self.env.rank)
         self.out = Path(t.output_dir)

@@ -1,0 +1,39 @@
+"""Which reduced precisions make sense on the device at hand."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+
+
+class SlowPrecisionWarning(UserWarning):
+    """The requested precision works on this device but is much slower than fp32."""
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has bfloat16 kernels for this CPU (AVX512 and newer).
+
+    Without them (AVX2-only CPUs) bf16 autocast sends every matmul and the decoder's
+    convolutions to PyTorch's generic fallbacks: a Swin-T LAVT training step at 224 px measured
+    17x slower than fp32 (benchmarks/README.md).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # private probe gone: assume a capable CPU, stay quiet
+        return True
+
+
+def warn_if_slow(precision: str, device: torch.device | str) -> bool:
+    """Warn (once per call site) when ``precision`` will be emulated slowly on ``device``; True if so."""
+    if precision != "bf16" or torch.device(device).type != "cpu" or cpu_has_fast_bf16():
+        return False
+    warnings.warn(
+        f"bf16 on this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX512) has no fast kernels: "
+        "expect it to be many times slower than fp32 (17x for a LAVT training step); use fp32",
+        SlowPrecisionWarning,
+        stacklevel=3,
+    )
+    return True

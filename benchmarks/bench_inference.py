@@ -49,6 +49,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from lavt.machine import cpu_flags, cpu_model  # torch-free: the parent must not import torch
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -266,30 +268,6 @@ def current_rss_kib() -> int:
 
 def max_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"]
-                    return " ".join(w for w in wanted if w in flags) or "none of avx2/avx512/amx"
-    except OSError:
-        pass
-    return "unknown"
 
 
 def reset_peak_rss() -> bool:

@@ -30,6 +30,7 @@ import torch
 
 from .engine.config import RunConfig, load_run_config
 from .errors import ConfigError
+from .machine import cpu_flags, cpu_model
 
 RUNS = ("lavt", "control")
 RUN_TITLES = {"lavt": "LAVT", "control": "language-blind control"}
@@ -328,7 +329,7 @@ pretrained MiniLM text encoder, and the same model trained with every expression
 official protocol:</p>
 <table><tr><th></th>{header}</tr>{''.join(lines)}<tr><th>expressions</th>{counts}</tr></table>
 <h2>Targets</h2><ul>{checks}</ul>
-<p>Time: {html.escape(timings)} on {html.escape(report['machine']['cpu_count_str'])}.</p>
+<p>Time: {html.escape(timings)} on {html.escape(report['machine']['cpu_count_str'])} ({html.escape(report['machine']['processor'])}; flags {html.escape(report['machine']['cpu_flags'])}).</p>
 <h2>Examples (val)</h2><img src="overlays.png" alt="overlay grid">
 <h2>Training curves</h2><img src="curves.png" alt="loss and val oIoU curves">
 <h2>Files</h2><ul><li><a href="metrics.json">metrics.json</a></li>
@@ -427,7 +428,9 @@ def run_demo(
         "config": cfg.to_dict(),
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor(),
+            "processor": cpu_model(),
+            "cpu_flags": cpu_flags(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2 / AVX512: bf16 speed differs ~30x
             "cpu_count": os.cpu_count(),
             "cpu_count_str": f"{os.cpu_count()} CPU core(s)"
             + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),

@@ -13,10 +13,11 @@ polynomial decay per step, Dice loss), the trainer's seeded epoch order and sent
 frozen text encoder with cached word features, and ``lavt.engine.trainer.evaluate`` (official
 protocol) on val.
 
-    python benchmarks/film_baseline.py [--epochs 2] [--val-max 600] [--data-root DIR] [--json out.json]
+    python benchmarks/film_baseline.py [--val-max 600] [--data-root DIR] [--json out.json] [section.key=value ...]
 
-Trains in this process (torch's default thread count unless ``--threads``); prints val oIoU
-overall and per expression type.
+``section.key=value`` overrides apply to configs/demo.yaml as in ``lavt demo`` (e.g.
+``train.epochs=1``; ``train.max_steps`` stops early). Trains in this process (torch's default
+thread count unless ``--threads``); prints val oIoU overall and per expression type.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class FiLMSegmenter(nn.Module):
         return F.interpolate(self.head(y), size=image.shape[-2:], mode="bilinear", align_corners=True)
 
 
-def train_and_evaluate(data_root: Path, epochs: int | None, val_max: int | None, out_dir: Path) -> dict:
+def train_and_evaluate(data_root: Path, overrides: list[str], val_max: int | None, out_dir: Path) -> dict:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
@@ -100,7 +101,6 @@ def train_and_evaluate(data_root: Path, epochs: int | None, val_max: int | None,
     from lavt.losses import build_loss
     from lavt.models.text import Tokenizer, build_text_encoder, resolve_text_encoder, trim_padding
 
-    overrides = [f"train.epochs={epochs}"] if epochs else []
     cfg = demo_config(out_dir, data_root, overrides)
     t, d = cfg.train, cfg.data
     torch.manual_seed(t.seed)
@@ -113,10 +113,12 @@ def train_and_evaluate(data_root: Path, epochs: int | None, val_max: int | None,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = len(train_set) // t.batch_size
+    total = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(steps_per_epoch * t.epochs, t.lr_power))
     env = DistEnv()
     start = time.perf_counter()
-    bar = tqdm(total=steps_per_epoch * t.epochs, desc="train FiLM baseline")
+    bar = tqdm(total=total, desc="train FiLM baseline")
+    step = 0
     for epoch in range(t.epochs):
         model.train()
         train_set.set_epoch(epoch)
@@ -132,11 +134,16 @@ def train_and_evaluate(data_root: Path, epochs: int | None, val_max: int | None,
             scheduler.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
+            step += 1
+            if step == total:
+                break
+        if step == total:
+            break
     bar.close()
     train_seconds = time.perf_counter() - start
     result = evaluate(model, val_set, env, batch_size=cfg.eval.batch_size, max_samples=val_max)
     return {
-        "epochs": t.epochs, "steps": steps_per_epoch * t.epochs, "train_seconds": round(train_seconds, 1),
+        "epochs": t.epochs, "steps": step, "train_seconds": round(train_seconds, 1),
         "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in params),
         "val": {"oIoU": result["oIoU"], "mIoU": result["mIoU"], "n": result.get("n"),
@@ -146,7 +153,7 @@ def train_and_evaluate(data_root: Path, epochs: int | None, val_max: int | None,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=None, help="default: the demo's (configs/demo.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="overrides of configs/demo.yaml")
     p.add_argument("--val-max", type=int, default=None, help="first N val expressions (default: all)")
     p.add_argument("--data-root", type=Path, default=None,
                    help="synthetic set (generated with the demo's settings if missing; default: a temp folder)")
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_root or Path(tmp) / "data"
-        r = train_and_evaluate(root, args.epochs, args.val_max, Path(tmp) / "run")
+        r = train_and_evaluate(root, args.overrides, args.val_max, Path(tmp) / "run")
     types = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["val"]["types"].items()))
     print(f"FiLM baseline ({r['parameters'] / 1e6:.2f} M trained parameters), {r['epochs']} epochs / {r['steps']} steps "
           f"in {r['train_seconds'] / 60:.1f} min on {r['threads']} thread(s): val oIoU {r['val']['oIoU']:.1f} "

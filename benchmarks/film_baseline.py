@@ -5,8 +5,9 @@ the issue's target of 70. This script trains a *different*, conventional referri
 very same data, recipe and budget: a FiLM-conditioned convolutional encoder-decoder (four
 stride-2 conv stages with CoordConv channels, each modulated by a per-channel scale and shift
 computed from the mean-pooled frozen MiniLM word features; a two-level top-down decoder to 1/4
-resolution, like LAVT's). No Swin, no PWAM, no language gate. If it lands where LAVT lands, the
-budget (samples seen), not the architecture, is what limits the demo.
+resolution, like LAVT's). No Swin, no PWAM, no language gate. Where it lands next to LAVT tells
+the two limits apart: what any small model learns from the demo's ~20k samples, and how much
+slower a Swin trained from scratch learns than a conv net (measured: benchmarks/README.md).
 
 Same as the demo: configs/demo.yaml (data, image size, batch, epochs, AdamW lr / weight decay,
 polynomial decay per step, Dice loss), the trainer's seeded epoch order and sentence draws, the

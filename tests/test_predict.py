@@ -328,30 +328,33 @@ def test_overlay_legend_on_large_image() -> None:
 def test_save_prediction(tmp_path, predictor: Predictor, image: Image.Image) -> None:
     pred = predictor.predict(image, ["the red car", "sky"], return_probs=True)
     out = tmp_path / "new" / "dir"
-    written = save_prediction(pred, image, out, "photo")
+    written = save_prediction(pred, image, out, source="photo.jpg")
     names = [p.name for p in written]
-    assert names == [
-        "photo_00.png",
-        "photo_00_prob.png",
-        "photo_01.png",
-        "photo_01_prob.png",
-        "photo_overlay.png",
-        "photo_expressions.json",
-    ]
+    assert names == ["00.png", "00_prob.png", "01.png", "01_prob.png", "overlay.png", "expressions.json"]
     assert all(p.is_file() for p in written)
     for k in range(2):
-        m = Image.open(out / f"photo_{k:02d}.png")
+        m = Image.open(out / f"{k:02d}.png")
         assert m.mode == "L" and m.size == (W0, H0)
         arr = np.asarray(m)
         assert set(np.unique(arr)) <= {0, 255}
         np.testing.assert_array_equal(arr == 255, pred.masks[k])
-        prob = np.asarray(Image.open(out / f"photo_{k:02d}_prob.png"))
+        prob = np.asarray(Image.open(out / f"{k:02d}_prob.png"))
         assert np.abs(prob / 255.0 - pred.probs[k]).max() <= 0.5 / 255 + 1e-6
-    assert Image.open(out / "photo_overlay.png").size == (W0, H0)
-    assert json.loads((out / "photo_expressions.json").read_text()) == {
-        "photo_00.png": "the red car",
-        "photo_01.png": "sky",
-    }
+    assert Image.open(out / "overlay.png").size == (W0, H0)
+    manifest = json.loads((out / "expressions.json").read_text())
+    assert manifest["expressions"] == {"00": "the red car", "01": "sky"} and manifest["source"] == "photo.jpg"
+    assert set(manifest["files"]) == set(names) - {"expressions.json"}
+
+    # a re-run for the same source with fewer expressions replaces the folder: no stale 01*.png
+    again = predictor.predict(image, ["sky"])
+    save_prediction(again, image, out, source="photo.jpg")
+    assert sorted(p.name for p in out.iterdir()) == ["00.png", "expressions.json", "overlay.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "00.png")) == 255, again.masks[0])
+    assert not list(out.parent.glob(".*"))  # no temporary folder left behind
+    # another input's folder is never overwritten
+    with pytest.raises(InputError, match="another input"):
+        save_prediction(again, image, out, source="photo.png")
+    assert json.loads((out / "expressions.json").read_text())["expressions"] == {"00": "sky"}
 
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from lavt.cli import main  # noqa: E402
-from lavt.config import LAVTConfig, TextEncoderConfig  # noqa: E402
+from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
 from lavt.data.ytvos import logits_to_masks  # noqa: E402
 from lavt.errors import ConfigError, InputError  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
@@ -77,7 +77,7 @@ def frames_dir(tmp_path_factory, frames) -> Path:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, video_model) -> Path:
-    return video_model.save_pretrained(tmp_path_factory.mktemp("model") / "tiny_video")
+    return video_model.save_pretrained(tmp_path_factory.mktemp("model") / "tiny_video", preprocessing=Preprocessing(SIZE))
 
 
 def write_test_mp4(path: Path, arrays: list[np.ndarray], fps: int = 10, rotation: int | None = None) -> Path:
@@ -213,6 +213,7 @@ def test_save_video_prediction(frames, tmp_path) -> None:
     out = tmp_path / "out"
     written = save_video_prediction(pred, frames[:3], out, mp4=True)
     assert all(p.is_file() for p in written) and len(written) == 2 * (3 + 3 + 2) + 1
+    assert written[-1] == out / "expressions.json"
     for k in range(2):
         for t, name in enumerate(NAMES[:3]):
             mask = Image.open(out / f"{k:02d}" / f"{name}.png")
@@ -232,21 +233,32 @@ def test_save_video_prediction(frames, tmp_path) -> None:
         assert np.abs(shown - tinted).mean() < 12 < np.abs(shown - np.asarray(frames[0], np.float32)[inside]).mean()
         mp4, _, _ = load_video(out / f"{k:02d}_overlay.mp4")
         assert len(mp4) == 3 and mp4[0].size == (W0 + 1, H0 + 1)
-    assert json.loads((out / "expressions.json").read_text()) == {"00": TEXTS[0], "01": TEXTS[1]}
+    assert json.loads((out / "expressions.json").read_text())["expressions"] == {"00": TEXTS[0], "01": TEXTS[1]}
     assert sorted(p.name for p in out.iterdir()) == [
         "00", "00_overlay.gif", "00_overlay.mp4", "00_prob", "01", "01_overlay.gif", "01_overlay.mp4", "01_prob",
         "expressions.json",
     ]
     with pytest.raises(InputError, match="3 mask frames"):
         save_video_prediction(pred, frames[:2], tmp_path / "o2")
+    # a re-run with fewer frames and expressions replaces the folder whole: no stale frame or mask
+    fewer = VideoPrediction(masks=masks[:1, :2], expressions=TEXTS[:1], frame_names=NAMES[:2])
+    save_video_prediction(fewer, frames[:2], out)
+    assert sorted(p.name for p in out.iterdir()) == ["00", "00_overlay.gif", "expressions.json"]
+    assert sorted(p.name for p in (out / "00").iterdir()) == [f"{n}.png" for n in NAMES[:2]]
+    # a folder holding something else is never replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="not written by lavt"):
+        save_video_prediction(fewer, frames[:2], tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
 def test_mp4_overlay_without_pyav_warns_and_writes_the_gif(frames, tmp_path, monkeypatch) -> None:
     pred = VideoPrediction(masks=np.zeros((1, 2, H0, W0), bool), expressions=["a"], frame_names=["a", "b"])
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
     with pytest.warns(UserWarning, match="pip install av"):
-        written = save_video_prediction(pred, frames[:2], tmp_path, mp4=True)
-    assert (tmp_path / "00_overlay.gif") in written and not (tmp_path / "00_overlay.mp4").exists()
+        written = save_video_prediction(pred, frames[:2], tmp_path / "o", mp4=True)
+    assert (tmp_path / "o" / "00_overlay.gif") in written and not (tmp_path / "o" / "00_overlay.mp4").exists()
 
 
 # --------------------------------------------------------------------------------------- CLI
@@ -257,7 +269,7 @@ def run(capsys, argv: list) -> tuple[int, str, list[str]]:
 
 
 def video_args(model, video, *texts, out=None) -> list:
-    args = ["predict", "--model", model, "--video", video, "--image-size", SIZE]
+    args = ["predict", "--model", model, "--video", video]
     if out is not None:
         args += ["--out", out]
     for t in texts:
@@ -266,11 +278,14 @@ def video_args(model, video, *texts, out=None) -> list:
 
 
 def test_cli_video_end_to_end(capsys, tmp_path, model_dir, frames_dir, vp) -> None:
-    out = tmp_path / "out"
-    rc, stdout, err = run(capsys, video_args(model_dir, frames_dir, *TEXTS, out=out))
+    rc, stdout, err = run(capsys, video_args(model_dir, frames_dir, *TEXTS, out=tmp_path / "out"))
+    out = tmp_path / "out" / frames_dir.name  # one folder per input video
     assert rc == 0, err
-    assert err == []
     expected = vp.predict_video(frames_dir, TEXTS)
+    # the only lines on stderr: one warning per expression this random model finds nothing for
+    empty = [t for k, t in enumerate(TEXTS) if not expected.masks[k].any()]
+    assert err == [f'lavt: warning: nothing found for "{t}" in any of the {len(NAMES)} frames (the mask is empty)'
+                   for t in empty]
     for k in range(2):
         assert str(out / f"{k:02d}") in stdout.splitlines()
         assert str(out / f"{k:02d}_overlay.gif") in stdout.splitlines()

@@ -14,9 +14,22 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import ConfigError, LAVTError
+from .errors import ConfigError, LAVTError, LAVTWarning, TrainingInterrupted
+from .outputs import check_output_folder, check_writable_folder
+from .validate import model_source, validate_expressions
 
 PROG = "lavt"
+# measured wall-clock times (README "The demo"; the same figures everywhere)
+DEMO_MINUTES = "about 7 minutes"
+VIDEO_DEMO_MINUTES = "about 17 minutes on 2 cores"
+
+PREDICT_EXAMPLES = """examples:
+  lavt predict --model lavt-demo/lavt/final_model --image photo.jpg \\
+      --text "the red square on the left" --text "the small circle" --out out/
+      -> out/photo.jpg/00.png, 01.png (masks), overlay.png, expressions.json
+  lavt predict --model refcoco.pth --image photo.jpg --text "man in a blue shirt" --out out/ --probs
+  lavt predict --model M --video clip.mp4 --text "the dog that jumps" --out out/ --mp4
+"""
 
 
 def _version() -> str:
@@ -35,9 +48,23 @@ def _one_line(text: object) -> str:
 # --------------------------------------------------------------------------------------------
 # Subcommands
 # --------------------------------------------------------------------------------------------
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor, load_image, save_prediction, validate_expressions
+def _image_size_flag(args: argparse.Namespace) -> int | None:
+    if args.image_size is None:
+        return None
+    from .config import check_image_size
 
+    return check_image_size(args.image_size, "--image-size")
+
+
+def _source_name(path: str) -> tuple[str, str]:
+    """(output folder name, source as recorded) for an input path: the file or folder name,
+    extension kept (photo.jpg and photo.png must not share a folder)."""
+    p = Path(path).expanduser()
+    resolved = p.resolve()
+    return (resolved.name or "input"), str(resolved)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
     if args.video is not None:
         return _cmd_predict_video(args)
     video_only = [
@@ -49,26 +76,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"{video_only[0]} applies to videos only (--video PATH), not to --image")
     if args.out is None:
         raise ConfigError("give the output directory with --out DIR")
-    texts = validate_expressions(args.text)  # cheap checks first, before loading the model
+    # cheap checks first (no torch import yet): a typo costs a fraction of a second
+    image_size = _image_size_flag(args)
+    texts = validate_expressions(args.text)
+    from .image_io import load_image
+
     image = load_image(args.image)
+    name, source = _source_name(args.image)
+    folder = Path(args.out) / name
+    check_output_folder(folder, source)  # before inference: a bad --out must not cost a model run
+    model_source(args.model)
+    from .predict import Predictor, save_prediction
+
     predictor = Predictor(
-        args.model,
-        device=args.device,
-        precision="bf16" if args.bf16 else "fp32",
-        image_size=args.image_size,
+        args.model, device=args.device, precision="bf16" if args.bf16 else "fp32", image_size=image_size,
         exact=args.exact,
     )
-    pred = predictor.predict(image, texts, return_probs=args.logits)
-    for path in save_prediction(pred, image, args.out, Path(args.image).stem):
+    pred = predictor.predict(image, texts, return_probs=args.probs)
+    info = {"model": args.model, "image_size": predictor.image_size, "precision": predictor.precision}
+    for path in save_prediction(pred, image, folder, source=source, info=info):
         print(path)
     return 0
 
 
 def _cmd_predict_video(args: argparse.Namespace) -> int:
-    from .data.ytvos import write_submission
-    from .predict import Predictor, save_video_prediction, validate_expressions
-    from .video_io import load_video
-
     if args.out is None and args.submission is None:
         raise ConfigError("give an output directory: --out DIR and/or --submission DIR")
     if args.submission is None and (args.video_id is not None or args.exp_id is not None):
@@ -77,25 +108,38 @@ def _cmd_predict_video(args: argparse.Namespace) -> int:
         raise ConfigError(f"--window must be a positive number of frames, got {args.window}")
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be a positive number of frames, got {args.max_frames}")
-    texts = validate_expressions(args.text)  # cheap checks first, before loading the model
+    # cheap checks first (no torch import yet): inputs, outputs, then the model path
+    image_size = _image_size_flag(args)
+    texts = validate_expressions(args.text)
     exp_ids = args.exp_id if args.exp_id is not None else [str(k) for k in range(len(texts))]
     if len(exp_ids) != len(texts):
         raise ConfigError(f"{len(exp_ids)} --exp-id values for {len(texts)} --text expressions; give one per expression")
+    from .video_io import load_video
+
     source = Path(args.video)
     frames, names, fps = load_video(source, max_frames=args.max_frames)
+    name, recorded = _source_name(args.video)
+    folder = Path(args.out) / name if args.out is not None else None
+    if folder is not None:
+        check_output_folder(folder, recorded)
+    if args.submission is not None:
+        check_writable_folder(args.submission, "--submission")
+    model_source(args.model)
+    from .data.ytvos import write_submission
+    from .predict import Predictor, save_video_prediction
+
     predictor = Predictor(
-        args.model,
-        device=args.device,
-        precision="bf16" if args.bf16 else "fp32",
-        image_size=args.image_size,
+        args.model, device=args.device, precision="bf16" if args.bf16 else "fp32", image_size=image_size,
         exact=args.exact,
     )
     pred = predictor.predict_video(
-        frames, texts, frame_names=names, fps=fps, window=args.window, return_probs=args.logits, progress=True
+        frames, texts, frame_names=names, fps=fps, window=args.window, return_probs=args.probs, progress=True
     )
-    if args.out is not None:
+    if folder is not None:
+        info = {"model": args.model, "image_size": predictor.image_size, "precision": predictor.precision,
+                "window": args.window}
         shown: list[Path] = []
-        for path in save_video_prediction(pred, frames, args.out, mp4=args.mp4):
+        for path in save_video_prediction(pred, frames, folder, mp4=args.mp4, source=recorded, info=info):
             item = path.parent if path.suffix == ".png" else path  # one line per mask folder
             if item not in shown:
                 shown.append(item)
@@ -145,7 +189,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from .demo_video import format_unified, run_unified_demo
 
         out = args.out or "lavt-unified-demo"
-        report = run_unified_demo(out, data_root=args.data_root, overrides=args.overrides, parallel=parallel)
+        report = run_unified_demo(
+            out, data_root=args.data_root, overrides=args.overrides, parallel=parallel, overwrite=args.overwrite
+        )
         print(format_unified(report))
         print(f"report: {Path(out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
         return 0
@@ -153,14 +199,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from .demo_video import format_summary as format_video, run_video_demo
 
         out = args.out or "lavt-video-demo"
-        report = run_video_demo(out, data_root=args.data_root, overrides=args.overrides, parallel=parallel)
+        report = run_video_demo(
+            out, data_root=args.data_root, overrides=args.overrides, parallel=parallel, overwrite=args.overwrite
+        )
         print(format_video(report))
         print(f"report: {Path(out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
         return 0
     from .demo import format_summary, run_demo
 
     args.out = args.out or "lavt-demo"
-    report = run_demo(args.out, data_root=args.data_root, overrides=args.overrides, parallel=parallel)
+    report = run_demo(
+        args.out, data_root=args.data_root, overrides=args.overrides, parallel=parallel, overwrite=args.overwrite
+    )
     print(format_summary(report))
     print(f"report: {Path(args.out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
     return 0
@@ -168,10 +218,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .engine.config import load_run_config
+
+    cfg = load_run_config(args.config, args.overrides)  # config errors before the torch import
     from .engine.trainer import train
 
-    cfg = load_run_config(args.config, args.overrides)
-    train(cfg, resume=args.resume)
+    try:
+        train(cfg, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as stop:
+        import os
+        import shlex
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            again = ["lavt", "train", args.config, *args.overrides, "--resume", stop.output_dir]
+            print(f"{PROG}: interrupted at step {stop.step}; resume with {shlex.join(again)}", file=sys.stderr)
+        return 128 + stop.signum
     print(f"run written to {cfg.train.output_dir}")
     return 0
 
@@ -180,10 +240,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
     from .engine.config import load_run_config
+
+    cfg = load_run_config(args.config, args.overrides)  # config errors before the torch import
+    model_source(args.model)
+    if args.out is not None:
+        check_writable_folder(Path(args.out).parent, "--out")
     from .engine.trainer import evaluate_checkpoint
 
-    cfg = load_run_config(args.config, args.overrides)
-    result = evaluate_checkpoint(cfg, args.model, out=args.out)
+    explicit_size = any(o.split("=", 1)[0].strip() == "data.image_size" for o in args.overrides)
+    explicit_model = {o.split("=", 1)[0].strip()[len("model."):].split(".")[0] for o in args.overrides
+                      if o.strip().startswith("model.")}
+    result = evaluate_checkpoint(
+        cfg, args.model, out=args.out, image_size_given=explicit_size, model_fields_given=explicit_model
+    )
     keys = ("oIoU", "mIoU", "P@0.5", "P@0.7", "P@0.9", "n")
     print(json.dumps({k: result[k] for k in keys if k in result}))
     return 0
@@ -220,7 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("predict", help="segment an image or a video for one or more expressions")
+    p = sub.add_parser(
+        "predict",
+        help="segment an image or a video for one or more expressions",
+        description="Segment what each expression refers to. Each input gets its own folder OUT/<input file name>/ "
+        "holding one mask PNG per expression (00.png, 01.png, ...), an overlay and expressions.json; running "
+        "again on the same input replaces that folder whole.",
+        epilog=PREDICT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="lavt model directory, official .pth checkpoint or hub repo id")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", help="image file")
@@ -233,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out", default=None,
-        help="output directory (created if missing); a video with --submission may omit it",
+        help="output directory (created if missing); the results go to OUT/<input name>/; "
+        "a video with --submission may omit it",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--bf16", action="store_true", help="run the model in bfloat16 autocast")
@@ -242,8 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="direct decoder convolutions as the official model (default on CPU: Winograd via NNPACK, "
         "~1e-5 relative difference, faster)",
     )
-    p.add_argument("--image-size", type=int, default=480, help="square input side (official: 480)")
-    p.add_argument("--logits", action="store_true", help="also save the object probability as 8-bit PNGs")
+    p.add_argument(
+        "--image-size", type=int, default=None, metavar="PX",
+        help="square input side (default: the size the model was trained at, from its model directory; "
+        "480 for official checkpoints); another size runs with a warning",
+    )
+    p.add_argument(
+        "--probs", action="store_true",
+        help="also save each expression's object probability as an 8-bit PNG (kk_prob.png, 0-255)",
+    )
+    p.add_argument("--logits", action="store_true", dest="probs", help=argparse.SUPPRESS)  # old name of --probs
     v = p.add_argument_group("video options")
     v.add_argument(
         "--window", type=int, default=None, metavar="T",
@@ -278,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML run config (see configs/)")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
     t.add_argument("--resume", default=None, help="training checkpoint (last.pt) or run directory to continue")
+    t.add_argument(
+        "--overwrite", action="store_true",
+        help="train.output_dir holds an earlier run: delete its files (checkpoints, models, logs) and start again",
+    )
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a model on the config's eval split with the official protocol")
@@ -290,20 +380,22 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo",
         help="build the synthetic benchmark, train LAVT and a language-blind control on it, "
-        "evaluate both and write a report (CPU, ~9 minutes on 2 cores)",
+        f"evaluate both and write a report (CPU: {DEMO_MINUTES} on 2 cores)",
     )
     d.add_argument(
         "overrides", nargs="*", metavar="section.key=value", help="overrides of configs/demo.yaml (demo_video.yaml)"
     )
     d.add_argument(
         "--video", action="store_true",
-        help="the video demo: 3D PWAM vs naive video LAVT vs a per-frame image LAVT on synthetic videos (~20 min)",
+        help="the video demo: 3D PWAM vs naive video LAVT vs a per-frame image LAVT on synthetic videos "
+        f"({VIDEO_DEMO_MINUTES})",
     )
     d.add_argument(
         "--unified", action="store_true",
         help="the unified demo: a unified LAVT trained jointly on synthetic images and videos vs separate models",
     )
     d.add_argument("--out", default=None, help="report folder (default: lavt-demo, lavt-video-demo, lavt-unified-demo)")
+    d.add_argument("--overwrite", action="store_true", help="replace an earlier demo report in the --out folder")
     d.add_argument(
         "--data-root", default=None,
         help="where the synthetic set is cached (default: ~/.cache/lavt/synthetic-demo or synthetic-video-demo)"
@@ -343,11 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    from .models.text import ExpressionTruncatedWarning
-
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("always", ExpressionTruncatedWarning)
+            warnings.simplefilter("always", LAVTWarning)
             previous = warnings.showwarning
 
             def show(message, category, filename, lineno, file=None, line=None):

@@ -75,6 +75,18 @@ def coerce_numbers(cls: type, values: dict[str, Any], where: str) -> dict[str, A
     return out
 
 
+def _int_tuple(value: Any, name: str) -> tuple[int, ...]:
+    """A list of whole numbers (``[2, 2, 18, 2]``) as a tuple; anything else is a ConfigError."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"config field {name} must be a list of whole numbers, got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
+            raise ConfigError(f"config field {name} must be a list of whole numbers, got {list(value)!r}")
+        out.append(int(v))
+    return tuple(out)
+
+
 @dataclass
 class TextEncoderConfig:
     """Which BERT-family encoder turns expressions into word features, and how text is cut.
@@ -131,11 +143,16 @@ class LAVTConfig:
     num_classes: int = 2
 
     def __post_init__(self) -> None:
-        self.depths = tuple(int(d) for d in self.depths)
-        self.num_heads = tuple(int(h) for h in self.num_heads)
-        self.pwam_heads = tuple(int(h) for h in self.pwam_heads)
+        for name in ("depths", "num_heads", "pwam_heads"):
+            setattr(self, name, _int_tuple(getattr(self, name), name))
         if isinstance(self.text_encoder, dict):
-            self.text_encoder = TextEncoderConfig(**self.text_encoder)
+            known = {f.name for f in dataclasses.fields(TextEncoderConfig)}
+            unknown = sorted(set(self.text_encoder) - known)
+            if unknown:
+                raise ConfigError(f"unknown text_encoder field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            self.text_encoder = TextEncoderConfig(**coerce_numbers(TextEncoderConfig, self.text_encoder, "text_encoder"))
+        elif self.text_encoder is not None and not isinstance(self.text_encoder, TextEncoderConfig):
+            raise ConfigError(f"config field text_encoder must be a mapping or null, got {self.text_encoder!r}")
         self.validate()
 
     # ------------------------------------------------------------------------------------
@@ -213,17 +230,118 @@ class LAVTConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**d)
+        d = coerce_numbers(cls, d, "config")
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"invalid model config: {' '.join(str(e).split())}") from None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> LAVTConfig:
+        raw = _read_json_object(path)
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+            return cls.from_dict(raw)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
 
-__all__ = ["LAVTConfig", "TextEncoderConfig", "ConfigError", "SWIN_PRESETS", "CHOICES"]
+def _read_json_object(path: str | Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a JSON object (field: value), not a {type(raw).__name__}")
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing: travels with the weights (preprocessor_config.json in a model directory)
+# ---------------------------------------------------------------------------------------------
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFICIAL_IMAGE_SIZE = 480  # every released LAVT checkpoint was trained and evaluated at 480 x 480
+PREPROCESSOR_NAME = "preprocessor_config.json"
+# Input sides lavt accepts. Below 32 px the four stages (patch 4, then three 2x merges) have
+# less than one cell at stage 4; above 2048 px one Swin-B forward needs tens of GB.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 2048
+
+
+def check_image_size(value: Any, name: str = "image_size") -> int:
+    """``value`` as an input side in [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE], else a one-line ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number of pixels, got {value!r}")
+    if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"{name}={value} is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px (LAVT downsamples by 32; "
+            f"the official size is {OFFICIAL_IMAGE_SIZE})"
+        )
+    return value
+
+
+@dataclass
+class Preprocessing:
+    """How an image becomes the model's input: resized to ``image_size`` x ``image_size`` (PIL
+    bilinear, antialiased; aspect ratio not kept), scaled to [0, 1], normalised with
+    ``image_mean`` / ``image_std``. A model directory records the values it was trained with, so
+    ``lavt predict`` / ``lavt eval`` run it at its own size without a flag."""
+
+    image_size: int = OFFICIAL_IMAGE_SIZE
+    image_mean: tuple[float, ...] = IMAGENET_MEAN
+    image_std: tuple[float, ...] = IMAGENET_STD
+    resample: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        check_image_size(self.image_size, "preprocessing image_size")
+        for name in ("image_mean", "image_std"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, (list, tuple))
+                or len(value) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            ):
+                raise ConfigError(f"preprocessing {name} must be three numbers (R, G, B), got {value!r}")
+            setattr(self, name, tuple(float(v) for v in value))
+        if any(v <= 0 for v in self.image_std):
+            raise ConfigError(f"preprocessing image_std must be positive, got {self.image_std}")
+        if self.resample != "bilinear":
+            raise ConfigError(f"preprocessing resample={self.resample!r}: only 'bilinear' (the official resize) is supported")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def save(self, path: str | Path) -> None:
+        from .serialization import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Preprocessing:
+        raw = _read_json_object(path)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        try:
+            return cls(**raw)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+
+__all__ = [
+    "CHOICES",
+    "ConfigError",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LAVTConfig",
+    "OFFICIAL_IMAGE_SIZE",
+    "Preprocessing",
+    "SWIN_PRESETS",
+    "TextEncoderConfig",
+]

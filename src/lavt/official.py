@@ -26,9 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import LAVTConfig, TextEncoderConfig
+from .config import LAVTConfig, Preprocessing, TextEncoderConfig
 from .errors import CheckpointError, ConfigError
 from .models.lavt import LAVT, load_state_dict_strict
+from .serialization import load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -64,18 +65,12 @@ _SEPT_PROJECTIONS = {
 _BERT_NONPERSISTENT_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """torch.load with clear errors. Official files pickle an argparse Namespace, so
-    ``weights_only=False`` is needed: only load checkpoints you trust."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+    """A torch checkpoint as a dict, loaded safely (:func:`lavt.serialization.load_torch_file`:
+    tensors, plain containers and the ``argparse.Namespace`` official files carry; never code)."""
+    ckpt = load_torch_file(path, what)
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a state dict")
+        raise CheckpointError(f"{what} {path} holds a {type(ckpt).__name__}, not a state dict")
     return ckpt
 
 
@@ -267,6 +262,7 @@ def load_official_checkpoint(
                 continue  # saved by older transformers, non-persistent in modern HF
             state[f"text_encoder.{k}"] = v  # anything else must fit: the strict load names it
     load_state_dict_strict(model, state, source=str(path))
+    model.preprocessing = Preprocessing()  # every released checkpoint: 480 x 480, ImageNet mean/std
     return model.eval()
 
 

@@ -27,9 +27,8 @@ original frame size and argmaxed. An image model runs frame by frame (official
 
 from __future__ import annotations
 
-import json
 import os
-import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,16 +39,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess_image  # the one official input transform
-from .errors import CheckpointError, ConfigError, InputError
+from .config import IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_IMAGE_SIZE, Preprocessing, check_image_size
+from .data.transforms import preprocess_image  # the one official input transform
+from .image_io import load_image
+from .errors import CheckpointError, ConfigError, EmptyMaskWarning, InputError, InputSizeWarning
+from .models.lavt import LAVT
+from .outputs import write_output_folder
 from .precision import warn_if_slow
-from .models.lavt import CONFIG_NAME, LAVT
+from .validate import OFFICIAL_SUFFIXES, model_source, validate_expressions
 from .video_io import load_video, write_gif, write_mp4
 
-OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin")
 PRECISIONS = ("fp32", "bf16")
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # Distinct, colour-blind-friendly-ish tints (Okabe-Ito, then a few more), cycled for K > 10.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -95,111 +95,17 @@ def load_model(
       (:func:`lavt.official.load_official_checkpoint`; ``text_encoder`` / ``max_tokens`` are
       passed on and only matter for checkpoints holding BERT weights)
     * ``namespace/name`` that is not a local path -> a hub repo holding a saved model directory
-    * anything else raises :class:`CheckpointError`.
+    * anything else raises :class:`CheckpointError` (:func:`lavt.validate.model_source`).
     """
     dev = torch.device("cpu") if device is None else _resolve_device(device)
-    text = os.fspath(spec)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        if not (path / CONFIG_NAME).is_file():
-            raise CheckpointError(
-                f"{path} is not a lavt model directory (no {CONFIG_NAME}); give a directory written by "
-                f"save_pretrained / `lavt convert`, or an official .pth checkpoint"
-            )
-        model = LAVT.from_pretrained(path)
-    elif path.is_file():
-        if path.suffix.lower() not in OFFICIAL_SUFFIXES:
-            raise CheckpointError(
-                f"{path} is a file but not a checkpoint (expected a lavt model directory or an official "
-                f"checkpoint ending {', '.join(OFFICIAL_SUFFIXES)})"
-            )
+    kind, where = model_source(spec)
+    if kind == "official":
         from .official import load_official_checkpoint
 
-        model = load_official_checkpoint(path, text_encoder=text_encoder, max_tokens=max_tokens)
-    elif path.suffix.lower() in OFFICIAL_SUFFIXES:
-        raise CheckpointError(f"checkpoint file {text} does not exist")
-    elif _HUB_ID.match(text) and not text.startswith((".", "~")):
-        model = LAVT.from_pretrained(text)
+        model = load_official_checkpoint(where, text_encoder=text_encoder, max_tokens=max_tokens)
     else:
-        raise CheckpointError(
-            f"model {text} does not exist (expected a lavt model directory, an official .pth checkpoint "
-            f"or a hub repo id 'namespace/name')"
-        )
+        model = LAVT.from_pretrained(where)
     return model.to(dev).eval()
-
-
-def load_image(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or a uint8 numpy array (H, W) or (H, W, 3).
-
-    Files are fully decoded here (a corrupt or truncated file raises :class:`InputError`) and
-    turned upright according to their EXIF orientation, so masks match what image viewers show.
-    Other modes are converted with ``Image.convert("RGB")`` as the official code does: grey,
-    palette and CMYK images become RGB and an alpha channel is dropped (not composited).
-    16-bit / 32-bit integer images are scaled (16-bit: / 257) or clipped to 8 bits first.
-    """
-    if isinstance(image, Image.Image):
-        return _to_rgb(image)
-    if isinstance(image, np.ndarray):
-        return _from_array(image)
-    if not isinstance(image, (str, os.PathLike)):
-        raise InputError(f"expected an image path, a PIL image or a numpy array, got {type(image).__name__}")
-    path = Path(image).expanduser()
-    if not path.exists():
-        raise InputError(f"image file not found: {os.fspath(image)}")
-    if path.is_dir():
-        raise InputError(f"cannot read image {path}: it is a directory")
-    try:
-        with Image.open(path) as img:
-            img.load()  # force decoding now: truncated files fail here, not later
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
-    except Image.DecompressionBombError as e:
-        raise InputError(f"cannot read image {path}: {e}") from None
-    except (OSError, ValueError, EOFError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
-        msg = " ".join(str(e).split()) or type(e).__name__
-        raise InputError(f"cannot read image {path}: {msg}") from None
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.width < 1 or img.height < 1:
-        raise InputError(f"image has no pixels (size {img.width}x{img.height})")
-    if img.mode == "RGB":
-        return img.copy()
-    if img.mode.startswith("I;16"):
-        arr = np.asarray(img).astype(np.float64) / 257.0
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
-    if img.mode in ("I", "F"):
-        arr = np.asarray(img).astype(np.float64)
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
-    return img.convert("RGB")
-
-
-def _from_array(arr: np.ndarray) -> Image.Image:
-    if arr.dtype != np.uint8:
-        raise InputError(f"image arrays must be uint8 (0..255), got dtype {arr.dtype}")
-    if arr.ndim == 2:
-        img = Image.fromarray(np.ascontiguousarray(arr), "L")
-    elif arr.ndim == 3 and arr.shape[2] == 3:
-        img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
-    else:
-        raise InputError(f"image arrays must have shape (H, W) or (H, W, 3), got {arr.shape}")
-    return _to_rgb(img)
-
-
-def validate_expressions(expressions: str | Sequence[str]) -> list[str]:
-    """A list of non-blank strings (a single string is one expression); else InputError."""
-    if isinstance(expressions, str):
-        expressions = [expressions]
-    elif not isinstance(expressions, (list, tuple)):
-        raise InputError(f"expressions must be a str or a list of str, got {type(expressions).__name__}")
-    if not expressions:
-        raise InputError("no expression given")
-    for i, text in enumerate(expressions):
-        if not isinstance(text, str):
-            raise InputError(f"expression {i + 1} must be a str, got {type(text).__name__}")
-        if not text.strip():
-            raise InputError(f"expression {i + 1} is empty")
-    return list(expressions)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,13 +162,19 @@ class Predictor:
 
     ``model``: a :class:`LAVT` or anything :func:`load_model` accepts. ``device``: default
     "cuda" if available else "cpu". ``precision``: "fp32" or "bf16" (autocast around the model;
-    outputs are float32). ``image_size``: the square side the image is resized to (official 480).
+    outputs are float32). ``image_size``: the square side images are resized to; default (None)
+    the size the model was trained at (``model.preprocessing``, from its model directory's
+    ``preprocessor_config.json``; 480 for official checkpoints). Another value runs anyway with an
+    :class:`~lavt.errors.InputSizeWarning`.
     ``tokenizer``: defaults to the one described by ``model.config.text_encoder``.
     ``exact``: False (default) runs the decoder's 3x3 convolutions with the Winograd algorithm on
     CPUs where PyTorch ships NNPACK (``LAVT.use_winograd``; about 25-30 % less time per image on a
     Swin-B, logits within ~1e-5 relative); True keeps the direct convolution of the official model.
     The choice is set on the model (``model.use_winograd(not exact)``); ``self.winograd`` says
     whether Winograd is active.
+
+    An expression for which the model finds nothing (an all-background mask) gets an
+    :class:`~lavt.errors.EmptyMaskWarning` naming it.
     """
 
     def __init__(
@@ -270,14 +182,14 @@ class Predictor:
         model: LAVT | str | os.PathLike[str],
         device: str | torch.device | None = None,
         precision: str = "fp32",
-        image_size: int = 480,
+        image_size: int | None = None,
         tokenizer: Any | None = None,
         exact: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is not one of {PRECISIONS}")
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-            raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+        if image_size is not None:
+            check_image_size(image_size, "image_size")
         self.device = _resolve_device(device)
         warn_if_slow(precision, self.device)
         if not isinstance(model, LAVT):
@@ -293,7 +205,8 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.winograd = self.model.use_winograd(not exact)
         self.precision = precision
-        self.image_size = image_size
+        self.preprocessing = resolve_preprocessing(model, image_size)
+        self.image_size = self.preprocessing.image_size
         if tokenizer is None:
             from .models.text import Tokenizer
 
@@ -303,7 +216,11 @@ class Predictor:
     # ------------------------------------------------------------------------------------
     def preprocess(self, image: Any) -> torch.Tensor:
         """The official input tensor (1, 3, S, S): bilinear resize to S x S, /255, ImageNet norm."""
-        return preprocess_image(load_image(image), self.image_size).unsqueeze(0)
+        return self._tensor(load_image(image)).unsqueeze(0)
+
+    def _tensor(self, image: Image.Image) -> torch.Tensor:
+        p = self.preprocessing
+        return preprocess_image(image, p.image_size, p.image_mean, p.image_std)
 
     def predict(
         self,
@@ -334,6 +251,7 @@ class Predictor:
                     out_logits[i] = up.cpu().numpy()
                 if out_probs is not None:
                     out_probs[i] = up.softmax(0)[1].cpu().numpy()
+        _warn_empty(texts, masks.reshape(k, -1).any(1))
         return Prediction(
             masks=masks,
             expressions=texts,
@@ -407,7 +325,7 @@ class Predictor:
         self.model.eval()
         with torch.inference_mode():
             for idx in bar:
-                x = torch.stack([preprocess_image(frames[i], self.image_size) for i in idx]).to(self.device)
+                x = torch.stack([self._tensor(frames[i]) for i in idx]).to(self.device)
                 if is_video:
                     logits = self._forward(x[None], input_ids, attention_mask)  # (K, T, 2, S, S)
                 else:
@@ -417,6 +335,7 @@ class Predictor:
                         masks[e, t] = up.argmax(0).bool().cpu().numpy()
                         if probs is not None:
                             probs[e, t] = up.softmax(0)[1].cpu().numpy()
+        _warn_empty(texts, masks.reshape(k, -1).any(1), frames=n)
         return VideoPrediction(
             masks=masks,
             expressions=texts,
@@ -432,6 +351,41 @@ class Predictor:
                 "window": window if is_video else 1,
             },
         )
+
+
+def resolve_preprocessing(model: LAVT, image_size: int | None = None) -> Preprocessing:
+    """The preprocessing to run ``model`` with: its own (``model.preprocessing``), with the side
+    replaced by ``image_size`` when given. Warns when the side differs from the training size,
+    and when the model does not record one (then the official 480)."""
+    own = getattr(model, "preprocessing", None)
+    if own is None:
+        own = Preprocessing()
+        if image_size is None:
+            warnings.warn(
+                f"the model does not record the input size it was trained at (built in code, or a model "
+                f"directory without preprocessor_config.json); assuming the official {OFFICIAL_IMAGE_SIZE} px: "
+                "pass the training size (--image-size / image_size=) if it was another",
+                InputSizeWarning,
+                stacklevel=3,
+            )
+        return Preprocessing(image_size or own.image_size, own.image_mean, own.image_std)
+    if image_size is not None and image_size != own.image_size:
+        smallest = 32 * getattr(model.config, "window_size", 1)
+        coarse = f"; below {smallest} px stage 4 is smaller than one attention window" if image_size < smallest else ""
+        warnings.warn(
+            f"running at {image_size} px but the model was trained at {own.image_size} px (its "
+            f"preprocessor_config.json): masks may be worse{coarse}",
+            InputSizeWarning,
+            stacklevel=3,
+        )
+    return Preprocessing(image_size or own.image_size, own.image_mean, own.image_std)
+
+
+def _warn_empty(texts: Sequence[str], found: np.ndarray, frames: int | None = None) -> None:
+    for text, any_pixel in zip(texts, found):
+        if not any_pixel:
+            where = f" in any of the {frames} frames" if frames else ""
+            warnings.warn(f'nothing found for "{text}"{where} (the mask is empty)', EmptyMaskWarning, stacklevel=3)
 
 
 def _video_frames(
@@ -532,61 +486,69 @@ def overlay(
     return result
 
 
-def save_prediction(pred: Prediction, image: Any, out_dir: str | os.PathLike[str], stem: str) -> list[Path]:
-    """Write ``{stem}_{k:02d}.png`` (mode "L", 0/255, original size) per expression,
-    ``{stem}_{k:02d}_prob.png`` (8-bit object probability) when ``pred.probs`` is set,
-    ``{stem}_overlay.png`` and ``{stem}_expressions.json`` (mask file name -> expression).
-    Returns the written paths."""
+def save_prediction(
+    pred: Prediction,
+    image: Any,
+    folder: str | os.PathLike[str],
+    *,
+    source: str | None = None,
+    info: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Write one image's prediction into ``folder`` (``lavt predict`` uses ``OUT/<image file name>/``):
+
+    * ``kk.png``: the mask of expression ``kk`` (two digits; mode "L", 0/255, original size);
+    * ``kk_prob.png``: the 8-bit object probability, when ``pred.probs`` is set;
+    * ``overlay.png``: every mask tinted in its colour on the image, with a legend;
+    * ``expressions.json``: ``{"source": ..., "expressions": {"kk": text}, "files": {...}, ...}``.
+
+    The folder is written whole and swapped in (:mod:`lavt.outputs`): a previous prediction for
+    the same ``source`` is replaced entirely, any other existing content is refused with an
+    InputError. ``info`` adds fields to ``expressions.json`` (model, image size...). Returns the
+    written paths."""
     img = load_image(image)
     masks = _as_masks(pred.masks, img.size)
     if len(masks) != len(pred.expressions):
         raise InputError(f"{len(masks)} masks but {len(pred.expressions)} expressions")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create output directory {out}: {e}") from None
-    written: list[Path] = []
-    index: dict[str, str] = {}
-    for k, (mask, text) in enumerate(zip(masks, pred.expressions)):
-        path = out / f"{stem}_{k:02d}.png"
-        Image.fromarray(mask.astype(np.uint8) * 255, "L").save(path)
-        written.append(path)
-        index[path.name] = text
-        if pred.probs is not None:
-            prob_path = out / f"{stem}_{k:02d}_prob.png"
-            prob = np.clip(np.rint(np.asarray(pred.probs[k], dtype=np.float64) * 255), 0, 255).astype(np.uint8)
-            Image.fromarray(prob, "L").save(prob_path)
-            written.append(prob_path)
-    overlay_path = out / f"{stem}_overlay.png"
-    overlay(img, masks, pred.expressions).save(overlay_path)
-    written.append(overlay_path)
-    json_path = out / f"{stem}_expressions.json"
-    json_path.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    written.append(json_path)
-    return written
+
+    def write(tmp: Path) -> dict[str, Any]:
+        files: dict[str, str] = {}
+        for k, (mask, text) in enumerate(zip(masks, pred.expressions)):
+            key = f"{k:02d}"
+            Image.fromarray(mask.astype(np.uint8) * 255, "L").save(tmp / f"{key}.png")
+            files[f"{key}.png"] = f"mask of expression {key}"
+            if pred.probs is not None:
+                prob = np.clip(np.rint(np.asarray(pred.probs[k], dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+                Image.fromarray(prob, "L").save(tmp / f"{key}_prob.png")
+                files[f"{key}_prob.png"] = f"object probability of expression {key} (0-255)"
+        overlay(img, masks, pred.expressions).save(tmp / "overlay.png")
+        files["overlay.png"] = "all masks on the image"
+        expressions = {f"{k:02d}": text for k, text in enumerate(pred.expressions)}
+        return {**(info or {}), "expressions": expressions, "files": files}
+
+    return write_output_folder(folder, source, write)
 
 
 def save_video_prediction(
     pred: VideoPrediction,
     frames: Any,
-    out_dir: str | os.PathLike[str],
+    folder: str | os.PathLike[str],
     *,
     mp4: bool = False,
     fps: float | None = None,
+    source: str | None = None,
+    info: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write, for expression k (two digits ``kk``):
+    """Write one video's prediction into ``folder`` (``lavt predict`` uses ``OUT/<video name>/``);
+    for expression ``kk`` (two digits):
 
     * ``kk/<frame_name>.png``: the masks (mode "L", 0/255, original size), one per frame;
     * ``kk_prob/<frame_name>.png``: the 8-bit object probability, when ``pred.probs`` is set;
     * ``kk_overlay.gif`` (and ``kk_overlay.mp4`` with ``mp4=True``; needs PyAV, else a warning):
       the frames with the mask tinted in colour ``PALETTE[k]`` and the expression as a legend;
 
-    and ``expressions.json`` (``{"kk": expression}``). ``frames``: the video's frames (a list of
-    images) or the path it was read from. ``fps``: overlay rate (default: ``pred.fps``, else 10).
-    Returns the written paths in that order."""
-    import warnings
-
+    and ``expressions.json``. ``frames``: the video's frames (a list of images) or the path it was
+    read from. ``fps``: overlay rate (default: ``pred.fps``, else 10). The folder is replaced
+    whole, as :func:`save_prediction`. Returns the written paths."""
     from .video_io import have_av
 
     names = pred.frame_names
@@ -599,44 +561,37 @@ def save_video_prediction(
     if masks.shape[1] != len(images) or len(names) != len(images):
         raise InputError(f"{masks.shape[1]} mask frames and {len(names)} frame names for a video of {len(images)} frames")
     _check_frame_names(names, len(names))
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create output directory {out}: {e}") from None
     if mp4 and not have_av():
         warnings.warn("--mp4 / mp4=True needs PyAV (pip install av); writing the GIF overlays only", UserWarning, stacklevel=2)
         mp4 = False
     rate = fps if fps is not None else pred.fps
-    written: list[Path] = []
-    index: dict[str, str] = {}
-    for k, text in enumerate(pred.expressions):
-        key = f"{k:02d}"
-        index[key] = text
-        folder = out / key
-        folder.mkdir(exist_ok=True)
-        overlays = []
-        for t, (image, name) in enumerate(zip(images, names)):
-            mask = _as_masks(masks[k, t], image.size)[0]
-            path = folder / f"{name}.png"
-            Image.fromarray(mask.astype(np.uint8) * 255, "L").save(path)
-            written.append(path)
-            overlays.append(overlay(image, mask, [text], first_colour=k))
-        if pred.probs is not None:
-            prob_folder = out / f"{key}_prob"
-            prob_folder.mkdir(exist_ok=True)
-            for t, name in enumerate(names):
-                prob = np.clip(np.rint(np.asarray(pred.probs[k, t], dtype=np.float64) * 255), 0, 255).astype(np.uint8)
-                path = prob_folder / f"{name}.png"
-                Image.fromarray(prob, "L").save(path)
-                written.append(path)
-        written.append(write_gif(out / f"{key}_overlay.gif", overlays, rate))
-        if mp4:
-            written.append(write_mp4(out / f"{key}_overlay.mp4", overlays, rate))
-    json_path = out / "expressions.json"
-    json_path.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    written.append(json_path)
-    return written
+
+    def write(tmp: Path) -> dict[str, Any]:
+        files: dict[str, str] = {}
+        for k, text in enumerate(pred.expressions):
+            key = f"{k:02d}"
+            (tmp / key).mkdir()
+            overlays = []
+            for t, (image, name) in enumerate(zip(images, names)):
+                mask = _as_masks(masks[k, t], image.size)[0]
+                Image.fromarray(mask.astype(np.uint8) * 255, "L").save(tmp / key / f"{name}.png")
+                overlays.append(overlay(image, mask, [text], first_colour=k))
+            files[f"{key}/"] = f"masks of expression {key}, one PNG per frame"
+            if pred.probs is not None:
+                (tmp / f"{key}_prob").mkdir()
+                for t, name in enumerate(names):
+                    prob = np.clip(np.rint(np.asarray(pred.probs[k, t], dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+                    Image.fromarray(prob, "L").save(tmp / f"{key}_prob" / f"{name}.png")
+                files[f"{key}_prob/"] = f"object probability of expression {key} (0-255), one PNG per frame"
+            write_gif(tmp / f"{key}_overlay.gif", overlays, rate)
+            files[f"{key}_overlay.gif"] = f"expression {key} on the video"
+            if mp4:
+                write_mp4(tmp / f"{key}_overlay.mp4", overlays, rate)
+                files[f"{key}_overlay.mp4"] = f"expression {key} on the video"
+        expressions = {f"{k:02d}": text for k, text in enumerate(pred.expressions)}
+        return {**(info or {}), "frames": len(names), "expressions": expressions, "files": files}
+
+    return write_output_folder(folder, source, write)
 
 
 __all__ = [

@@ -101,7 +101,7 @@ def _check_same_size(frames: Sequence[Image.Image], names: Sequence[str], source
 
 
 def _load_directory(path: Path, limit: int | None) -> tuple[list[Image.Image], list[str], None]:
-    from .predict import load_image  # the one image reader (EXIF orientation, RGB conversion, errors)
+    from .image_io import load_image  # the one image reader (EXIF orientation, RGB conversion, errors)
 
     files = sorted(
         (p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),

@@ -396,6 +396,11 @@ class ReferSegmentation(torch.utils.data.Dataset):
     def num_sentences(self) -> int:
         return sum(len(self.index.refs[r]["sentences"]) for r in self.ref_ids)
 
+    def required_files(self) -> list[Path]:
+        """Every image file this split reads (checked for existence before a long run starts)."""
+        image_ids = dict.fromkeys(self.index.refs[r]["image_id"] for r in self.ref_ids)
+        return [self.index.image_path(i) for i in image_ids]
+
     # ------------------------------------------------------------------------------------
     def _sample(self, index: int) -> tuple[int, int]:
         if not -len(self) <= index < len(self):

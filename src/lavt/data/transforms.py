@@ -14,8 +14,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..config import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _side(size: int) -> int:
@@ -40,13 +39,17 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil.resize((s, s), resample=Image.NEAREST))
 
 
-def to_normalized_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB image -> float32 (3, H, W) in [0, 1], normalised with the ImageNet mean/std."""
-    return TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD)
+def to_normalized_tensor(
+    image: Image.Image, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> torch.Tensor:
+    """PIL RGB image -> float32 (3, H, W) in [0, 1], normalised with ``mean`` / ``std`` (ImageNet)."""
+    return TF.normalize(TF.to_tensor(image), mean, std)
 
 
-def preprocess_image(image: Image.Image, size: int) -> torch.Tensor:
+def preprocess_image(
+    image: Image.Image, size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> torch.Tensor:
     """The official input tensor (3, size, size) for one RGB PIL image."""
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return to_normalized_tensor(resize_image(image, size))
+    return to_normalized_tensor(resize_image(image, size), mean, std)

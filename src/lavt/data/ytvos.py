@@ -401,6 +401,17 @@ class ReferYouTubeVOS(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def required_files(self) -> list[Path]:
+        """Every frame (and, with annotations, every mask) of the split's videos with expressions
+        (checked for existence before a long run starts)."""
+        files: list[Path] = []
+        for video_id in dict.fromkeys(e.video_id for e in self.index.expressions):
+            for frame in self.index.video(video_id).frames:
+                files.append(self.index.frame_path(video_id, frame))
+                if self.index.has_annotations:
+                    files.append(self.index.annotation_path(video_id, frame))
+        return files
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

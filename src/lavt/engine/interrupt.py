@@ -1,0 +1,46 @@
+"""Stopping training cleanly: SIGINT (Ctrl-C) and SIGTERM (what cluster schedulers send before
+preemption) are recorded, not acted on mid-step; the trainer finishes the optimizer step, saves a
+checkpoint and raises :class:`lavt.errors.TrainingInterrupted`. A second signal aborts at once."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequests:
+    """Context manager: while active, the first SIGINT / SIGTERM sets :attr:`signum` and restores
+    the previous handlers (so a second one behaves as usual: KeyboardInterrupt / termination).
+    Outside the main thread (where Python cannot install handlers) it does nothing."""
+
+    def __init__(self, announce: bool = True) -> None:
+        self.signum = 0
+        self.announce = announce
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        self._restore()
+        if self.announce:
+            name = signal.Signals(signum).name
+            print(f"lavt: {name}: stopping after the current step to save a checkpoint (send it again to abort "
+                  "without saving)", file=sys.stderr, flush=True)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()

@@ -26,17 +26,25 @@ MANIFEST_NAME = "expressions.json"  # which mask is which expression, and the so
 
 
 def check_writable_folder(folder: str | os.PathLike[str], what: str = "--out") -> Path:
-    """Create ``folder`` if needed and prove it takes files; else InputError (one line)."""
+    """Prove that ``folder`` (or, while it does not exist, the nearest existing folder above it,
+    where it would be created) takes files; else InputError (one line). Creates nothing."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{what} {folder} is an existing file, not a folder")
+    probe_in = folder
+    while not probe_in.exists():
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise InputError(f"cannot create {what} {folder}: {probe_in} is a file")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".lavt-write-test-", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".lavt-write-test-", dir=probe_in)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise InputError(f"cannot write to {what} {folder}: {e.strerror or e}") from None
+        where = "" if probe_in == folder else f" ({probe_in} does not take new files)"
+        raise InputError(f"cannot write to {what} {folder}: {e.strerror or e}{where}") from None
     return folder
 
 
@@ -80,6 +88,7 @@ def write_output_folder(
 
     Returns the paths of the files written (final locations), manifest last."""
     folder = check_output_folder(folder, source)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     old: Path | None = None
     try:

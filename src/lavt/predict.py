@@ -299,9 +299,8 @@ class Predictor:
         clip as one batch. An image model runs frame by frame (``window`` does not change its
         result). ``progress``: a tqdm bar over windows / frames on a terminal's stderr.
         """
-        from tqdm.auto import tqdm
-
         from .data.ytvos import windows
+        from .progress import progress_bar
 
         texts = validate_expressions(expressions)
         if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
@@ -318,9 +317,8 @@ class Predictor:
         is_video = bool(self.model.config.video)
         # an image model: one frame at a time, exactly as predict() on that frame
         groups = (windows(n, window) if window is not None else [list(range(n))]) if is_video else windows(n, 1)
-        bar = tqdm(
-            groups, desc="video" if is_video else "frames", unit="window" if is_video else "frame",
-            disable=None if progress else True, leave=False,
+        bar = progress_bar(
+            groups, progress, desc="video" if is_video else "frames", unit="window" if is_video else "frame", leave=False
         )
         self.model.eval()
         with torch.inference_mode():

@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ def load_torch_file(path: str | os.PathLike[str], what: str = "checkpoint") -> A
     if path.is_dir():
         raise CheckpointError(f"{what} {path} is a directory, not a file")
     try:
-        with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_CLASSES)):
+        with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_CLASSES)), warnings.catch_warnings():
+            # torch notes pickle protocols it did not write; the load below succeeds or fails on its own
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         names = _unsafe_globals(path, e)

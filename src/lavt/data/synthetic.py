@@ -1209,7 +1209,7 @@ def generate_synthetic_refer(
         if meta is not None:
             return {**meta["summary"], "root": str(root), "cached": True, "seconds": 0.0}
 
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     start = time.perf_counter()
     ds_dir.mkdir(parents=True, exist_ok=True)
@@ -1228,7 +1228,7 @@ def generate_synthetic_refer(
     objects_per_split = {s: 0 for s in SPLITS}
     distractor_refs = 0
     ann_id = 0
-    bar = tqdm(total=len(jobs), desc=f"synthetic {dataset_name}", unit="img", disable=not progress)
+    bar = progress_bar(None, progress, total=len(jobs), desc=f"synthetic {dataset_name}", unit="img")
     workers = _auto_workers(len(jobs)) if workers is None else max(1, int(workers))
     if workers == 1:
         results = map(_generate_image, jobs)

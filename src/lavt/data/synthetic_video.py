@@ -1149,7 +1149,7 @@ def generate_synthetic_videos(
             f"{root} holds a Ref-YouTube-VOS dataset that this generator did not write; refusing to overwrite it"
         )
 
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     start = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
@@ -1167,7 +1167,7 @@ def generate_synthetic_videos(
             jobs.append((int(seed), split, index, width, height, int(frames), vid, str(root)))
 
     results_by_split: dict[str, list[dict]] = {s: [] for s in VIDEO_SPLITS}
-    bar = tqdm(total=len(jobs), desc="synthetic videos", unit="clip", disable=not progress)
+    bar = progress_bar(None, progress, total=len(jobs), desc="synthetic videos", unit="clip")
     workers = _auto_workers(len(jobs) * int(frames)) if workers is None else int(workers)
     pool = None
     if workers == 1:

@@ -12,6 +12,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 from pathlib import Path
 
 from .errors import ConfigError, LAVTError, LAVTWarning, TrainingInterrupted
@@ -168,6 +169,13 @@ def _describe(model) -> list[str]:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    if args.max_tokens < 2:
+        raise ConfigError(f"--max-tokens must be at least 2 (room for [CLS] and [SEP]), got {args.max_tokens}")
+    out = Path(args.out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "an existing file" if not out.is_dir() else "a folder that is not empty"
+        raise ConfigError(f"output {out} is {what}; give a new folder for the converted model")
+    check_writable_folder(out, "output folder")
     from .official import load_official_checkpoint
 
     model = load_official_checkpoint(args.checkpoint, text_encoder=args.text_encoder, max_tokens=args.max_tokens)
@@ -176,7 +184,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             f"{args.checkpoint} holds no text encoder (BERT) weights, so --text-encoder cannot apply; "
             f"convert without it (the model then takes word features)"
         )
-    out = model.save_pretrained(args.out_dir)
+    model.save_pretrained(out)
     print(f"converted {args.checkpoint} -> {out}")
     for line in _describe(model):
         print(line)
@@ -282,8 +290,16 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # Parser and entry point
 # --------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with lavt's error format: one line ``lavt: error: ...`` (naming the command's
+    --help) and exit status 2, like every other lavt error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, description="LAVT: segment the object an English expression refers to in an image or a video."
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")

@@ -543,7 +543,10 @@ def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
 # run folder, files, checkpoint contents
 # ----------------------------------------------------------------------------------------------
 def existing_run_files(out: Path) -> list[Path]:
-    return [out / name for name in RUN_FILES if (out / name).exists()]
+    """The files of a run in ``out``; empty when ``out`` holds no run (a log folder alone is
+    not a run: it is what an interrupted start may leave)."""
+    found = [out / name for name in RUN_FILES if (out / name).exists()]
+    return found if any(p.name != "tensorboard" for p in found) else []
 
 
 def prepare_output_dir(out: Path, resume: str | Path | None, overwrite: bool, env: DistEnv) -> None:
@@ -718,11 +721,12 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best_oiou = -1.0  # best validation score: oIoU (images) or J&F (videos)
         self.history: dict[str, list] = {"train": [], "val": []}
-        self.writer = self._tensorboard()
         self._saved_step = -1  # the step last.pt holds
         if resume is not None:
             self._load(resume)
-        if self.env.is_main:  # written once everything checked out: a failed start leaves no run behind
+        # written once everything checked out: a failed start leaves no run behind
+        self.writer = self._tensorboard()
+        if self.env.is_main:
             atomic_write_text(self.out / "config.yaml", yaml_dump(cfg.to_dict()))
 
     # -- state ---------------------------------------------------------------------------------

@@ -105,6 +105,22 @@ def test_shortened_demo_end_to_end(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["runs"]["lavt"]["steps"] == 1
 
 
+def test_lavt_train_demo_uses_the_cache_lavt_demo_fills(tmp_path, monkeypatch):
+    from lavt.demo import default_data_root
+    from lavt.demo_video import default_data_root as video_root
+    from lavt.engine.config import load_run_config
+
+    monkeypatch.setenv("LAVT_CACHE", str(tmp_path / "cache"))
+    assert load_run_config("demo").data.root == str(default_data_root()) == str(tmp_path / "cache" / "synthetic-demo")
+    assert load_run_config("demo_video").data.root == str(video_root())
+    joint = load_run_config("demo_unified").data.joint
+    assert joint["video"]["root"] == str(video_root())
+    assert joint["image"]["root"] == str(tmp_path / "cache" / "synthetic-unified-images")
+    monkeypatch.delenv("LAVT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert load_run_config("demo").data.root == str(tmp_path / "xdg" / "lavt" / "synthetic-demo")
+
+
 def test_pick_examples_covers_every_type_on_distinct_images(tmp_path):
     from lavt.data.refer import ReferSegmentation
     from lavt.data.synthetic import generate_synthetic_refer

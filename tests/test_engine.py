@@ -325,3 +325,24 @@ def test_bf16_training_on_a_cpu_without_fast_bf16_warns(data_root, tmp_path, mon
     monkeypatch.setattr(lavt.precision, "cpu_has_fast_bf16", lambda: False)
     with pytest.warns(SlowPrecisionWarning, match="use fp32"):
         Trainer(load_run_config(None, overrides(data_root, tmp_path / "run", **{"train.precision": "bf16"}))).close()
+
+
+def test_eval_runs_the_model_at_its_own_input_size(data_root, tmp_path):
+    from lavt.data.refer import ReferSegmentation
+    from lavt.engine.trainer import evaluate, evaluate_checkpoint, make_tokenizer
+    from lavt.errors import InputSizeWarning
+    from lavt.models.lavt import LAVT
+
+    Trainer(load_run_config(None, overrides(data_root, tmp_path / "run", **{"train.max_steps": 1,
+                                                                             "data.image_size": 40}))).fit()
+    model_dir = tmp_path / "run" / "final_model"
+    recipe = load_run_config(None, overrides(data_root, tmp_path / "x", **{"data.image_size": 480}))
+    result = evaluate_checkpoint(recipe, str(model_dir))  # the recipe says 480, the model was trained at 40
+    model = LAVT.from_pretrained(model_dir)
+    at_40 = ReferSegmentation(data_root, "refcoco", "unc", split="val", image_size=40, mode="eval",
+                              tokenizer=make_tokenizer(model))
+    expected = evaluate(model, at_40, progress=False)
+    assert result["image_size"] == 40 and result["oIoU"] == expected["oIoU"] and result["n"] == expected["n"]
+    with pytest.warns(InputSizeWarning, match="data.image_size=48 px but the model was trained at 40"):
+        wanted = load_run_config(None, overrides(data_root, tmp_path / "y", **{"data.image_size": 48}))
+        assert evaluate_checkpoint(wanted, str(model_dir), image_size_given=True)["image_size"] == 48

@@ -357,6 +357,26 @@ def test_save_prediction(tmp_path, predictor: Predictor, image: Image.Image) -> 
     assert json.loads((out / "expressions.json").read_text())["expressions"] == {"00": "sky"}
 
 
+def test_the_input_size_travels_with_the_model(tmp_path, model: LAVT) -> None:
+    import warnings
+
+    from lavt.config import Preprocessing
+    from lavt.errors import InputSizeWarning
+
+    directory = model.save_pretrained(tmp_path / "m", preprocessing=Preprocessing(image_size=48))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputSizeWarning)  # the model's own size: no warning
+        p = Predictor(str(directory), device="cpu")
+    assert p.image_size == 48 and p.preprocess(np.zeros((10, 20, 3), np.uint8)).shape == (1, 3, 48, 48)
+    with pytest.warns(InputSizeWarning, match="running at 64 px but the model was trained at 48 px"):
+        assert Predictor(str(directory), device="cpu", image_size=64).image_size == 64
+    fresh = LAVT.from_config(model.config)  # built in code: no recorded size -> official 480, said once
+    with pytest.warns(InputSizeWarning, match="assuming the official 480"):
+        assert Predictor(fresh, device="cpu").image_size == 480
+    with pytest.raises(ConfigError, match="32..2048"):
+        Predictor(fresh, device="cpu", image_size=100000)
+
+
 @pytest.mark.parametrize("fast", [False, True])
 def test_bf16_warns_only_where_the_cpu_has_no_fast_bf16(model: LAVT, monkeypatch, fast: bool) -> None:
     import warnings

@@ -179,6 +179,7 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(synthetic_root, tmp_pa
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
+    assert "%|" not in stderr and "it/s" not in stderr  # stderr is a pipe: no progress-bar redraws
     lines = [line for line in stderr.splitlines() if line.startswith("lavt: interrupted")]
     assert len(lines) == 1, stderr
     state = torch.load(out / "last.pt", weights_only=True)

@@ -119,6 +119,13 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _default_file_mode() -> int:
+    """0o666 minus the process umask: what open() would give a new file (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed over
@@ -132,6 +139,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_file_mode())  # readable by others as any file the user writes
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -60,7 +60,11 @@ def _replace(path: Path, data: bytes | str) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, str]:
-    w = tmp_path_factory.mktemp("world")
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+def build_world(w: Path) -> dict[str, str]:
+    """Every file the cases need (good and broken), written into ``w``; name -> path."""
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(w / "image.png")
     shutil.copy(w / "image.png", w / "image.jpg.png")  # another input, same stem

@@ -231,3 +231,29 @@ def test_sigterm_under_torchrun_stops_every_rank_at_the_same_step(synthetic_root
     assert "SIGKILL" not in stderr  # every rank ended by itself; none had to be killed (a hang would be)
     assert not (out / "final_model").exists()
     assert json.loads((out / "history.json").read_text())["train"][-1]["step"] <= state["step"]
+
+
+def test_a_video_model_inflates_from_a_training_checkpoint_without_its_frozen_encoder(synthetic_root, tmp_path):
+    """last.pt lacks the frozen text-encoder weights; inflation takes the video model's own ones
+    when their fingerprint matches, and the trained layers from the checkpoint."""
+    import dataclasses
+
+    from lavt.models.lavt import LAVT
+    from lavt.official import inflate_image_lavt
+
+    image = Trainer(demo_cfg(synthetic_root, tmp_path / "run", "train.max_steps=2", "train.text_encoder_layers=4-5",
+                             "train.cache_text_features=false", "train.lr=1e-2"), progress=False)
+    image.fit()
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert any(k.startswith("text_encoder.encoder.layer.5.") for k in state["model"])  # trained: stored
+    assert not any(k.startswith("text_encoder.embeddings.") for k in state["model"])  # frozen: not stored
+    config = dataclasses.replace(image.cfg.model, video=True, temporal_window=2, pwam_structure=1)
+    video = LAVT.from_config(config)  # the same pretrained MiniLM
+    trained = image.model.state_dict()
+    assert not torch.equal(video.state_dict()["text_encoder.encoder.layer.5.output.dense.weight"],
+                           trained["text_encoder.encoder.layer.5.output.dense.weight"])  # training moved it
+    report = inflate_image_lavt(video, tmp_path / "run" / "last.pt")
+    assert not report["ignored"]
+    for k, v in video.state_dict().items():
+        if k.startswith("text_encoder."):
+            assert torch.equal(v, trained[k]), k

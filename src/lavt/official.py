@@ -760,14 +760,16 @@ def _pwam3d_targets(own: dict[str, Tensor], stage: str, rest: str) -> list[str]:
     return []
 
 
-def _image_lavt_state(source: LAVT | str | Path) -> tuple[dict[str, Tensor], str]:
-    """-> (image LAVT state dict in our key layout, description). ``source``: an ``LAVT``, a model
-    directory (``LAVT.from_pretrained``), our training checkpoint (``{'model': our keys}``), or an
-    official LAVT-RIS checkpoint (converted key by key: no model, and no BERT architecture, is built)."""
+def _image_lavt_state(source: LAVT | str | Path) -> tuple[dict[str, Tensor], str, dict[str, Any] | None]:
+    """-> (image LAVT state dict in our key layout, description, frozen text-encoder record).
+    ``source``: an ``LAVT``, a model directory (``LAVT.from_pretrained``), our training checkpoint
+    (``{'model': our keys}``; its frozen text-encoder weights are not stored, only their keys and
+    fingerprint, returned third), or an official LAVT-RIS checkpoint (converted key by key: no
+    model, and no BERT architecture, is built)."""
     if isinstance(source, LAVT):
         if source.config.video:
             raise CheckpointError("the source model is a video LAVT; inflate_image_lavt needs an image LAVT")
-        return dict(source.state_dict()), "image LAVT model"
+        return dict(source.state_dict()), "image LAVT model", None
     if not isinstance(source, (str, Path)):
         raise CheckpointError(
             f"image LAVT source must be an LAVT, a model directory or a checkpoint path, not {type(source).__name__}"
@@ -775,7 +777,7 @@ def _image_lavt_state(source: LAVT | str | Path) -> tuple[dict[str, Tensor], str
     path = Path(source)
     if path.is_dir() or not (path.exists() or path.suffix in _OUR_CHECKPOINT_SUFFIXES):
         model = LAVT.from_pretrained(path)  # clear errors for a missing directory or a hub id
-        return _image_lavt_state(model)[0], str(path)
+        return _image_lavt_state(model)[0], str(path), None
     ckpt = read_checkpoint(path)
     inner = ckpt.get("model", ckpt.get("state_dict", ckpt))
     if isinstance(inner, dict) and any(str(k).removeprefix("module.").startswith("backbone.stages.") for k in inner):
@@ -793,7 +795,7 @@ def _image_lavt_state(source: LAVT | str | Path) -> tuple[dict[str, Tensor], str
             f"{path}: backbone.patch_embed.proj.weight {tuple(weight.shape)} is a Conv3d kernel: "
             "a video LAVT checkpoint, not an image one"
         )
-    return state, str(path)
+    return state, str(path), ckpt.get("frozen_text_encoder")
 
 
 def inflate_image_lavt(
@@ -829,7 +831,7 @@ def inflate_image_lavt(
     cfg = video_model.config
     if not cfg.video:
         raise ConfigError("inflate_image_lavt needs a video LAVT (config.video=True) to initialise")
-    image_sd, source = _image_lavt_state(image_model_or_path)
+    image_sd, source, frozen = _image_lavt_state(image_model_or_path)
     own = video_model.state_dict()
     fusion_3d = any(re.search(r"\.fusion\.\w+\.branches\.", k) for k in own)  # a PWAM3d
     if drop_fusion is None:
@@ -895,6 +897,14 @@ def inflate_image_lavt(
         for k, v in image_text.items()
         if k in own_text or k.removeprefix("text_encoder.") not in _BERT_NONPERSISTENT_BUFFERS
     }
+    if frozen and frozen.get("keys"):
+        # our training checkpoint: its frozen encoder weights were not stored; the video model's
+        # own ones stand in when they are the very same tensors (the stored fingerprint says so)
+        from .engine.checkpoint import fingerprint
+
+        absent = set(frozen["keys"])
+        if absent <= own_text.keys() and fingerprint((k, own[k]) for k in absent) == frozen.get("sha256"):
+            image_text.update({k: own[k] for k in absent if k not in image_text})
     if image_text and own_text:
         if image_text.keys() == own_text.keys() and all(v.shape == own_text[k].shape for k, v in image_text.items()):
             new_state.update(image_text)

@@ -341,6 +341,8 @@ ERRORS: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("eval out below a file", E + ["--out", "{a_file}/m.json"], ("a_file",)),
     ("eval dataset missing", E + ["data.root={w}/no_data"], ("no_data",)),
     ("eval batch 0", E + ["eval.batch_size=0"], ("eval.batch_size",)),
+    ("eval override not YAML", E + ["eval.split={"], ("eval.split", "not valid YAML")),
+    ("eval list override not YAML", E + ["data.datasets=[a,"], ("data.datasets", "not valid YAML")),
     # --- data check
     ("data check unknown dataset", ["data", "check", "coco", "{w}"], ("unknown dataset", "coco")),
     ("data check root missing", ["data", "check", "refcoco", "{w}/nope"], ("does not exist",)),

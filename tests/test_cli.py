@@ -293,3 +293,20 @@ def test_version_and_module_entry_points() -> None:
     if script.is_file():
         res = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env)
         assert res.returncode == 0 and "predict" in res.stdout and "convert" in res.stdout, res
+
+
+def test_inputs_with_the_same_stem_never_share_outputs(capsys, tmp_path, model_dir, image_png) -> None:
+    jpg = tmp_path / "street.jpg"
+    Image.open(image_png).save(jpg, quality=95)
+    out = tmp_path / "out"
+    for image, text in ((image_png, "the red car"), (jpg, "a man")):
+        rc, _, err = run(capsys, predict_args(model_dir, image, out, text))
+        assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["street.jpg", "street.png"]
+    assert json.loads((out / "street.png" / "expressions.json").read_text())["expressions"] == {"00": "the red car"}
+    assert json.loads((out / "street.jpg" / "expressions.json").read_text())["expressions"] == {"00": "a man"}
+    # re-running the first input with two expressions replaces only its own folder
+    rc, _, err = run(capsys, predict_args(model_dir, image_png, out, "sky", "road"))
+    assert rc == 0, err
+    assert sorted(p.name for p in (out / "street.png").glob("*.png")) == ["00.png", "01.png", "overlay.png"]
+    assert json.loads((out / "street.jpg" / "expressions.json").read_text())["expressions"] == {"00": "a man"}

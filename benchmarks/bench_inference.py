@@ -49,7 +49,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from lavt.machine import cpu_flags, cpu_model  # torch-free: the parent must not import torch
+from lavt.runtime.machine import cpu_flags, cpu_model  # torch-free: the parent must not import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

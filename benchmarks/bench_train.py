@@ -123,7 +123,7 @@ def run_child(args: argparse.Namespace) -> None:
     import lavt.models.encoder as encoder_mod
     from lavt.engine.config import load_run_config
     from lavt.engine.trainer import autocast, freeze_untrained, param_groups, poly_schedule
-    from lavt.losses import build_loss
+    from lavt.engine.losses import build_loss
     from lavt.models.text import trim_padding
 
     if args.threads:

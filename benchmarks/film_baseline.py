@@ -96,10 +96,10 @@ def train_and_evaluate(data_root: Path, overrides: list[str], val_max: int | Non
     from tqdm import tqdm
 
     from lavt.data.refer import collate_refer
-    from lavt.demo import demo_config
+    from lavt.apps.demo import demo_config
     from lavt.engine.distributed import DistEnv
     from lavt.engine.trainer import EpochSampler, TextFeatureCache, build_datasets, evaluate, poly_schedule
-    from lavt.losses import build_loss
+    from lavt.engine.losses import build_loss
     from lavt.models.text import Tokenizer, build_text_encoder, resolve_text_encoder, trim_padding
 
     cfg = demo_config(out_dir, data_root, overrides)

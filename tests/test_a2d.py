@@ -97,7 +97,7 @@ def frame_images() -> list[Image.Image]:
 
 def build_a2d(root: Path, layout: str = "mttr", with_json: bool = True) -> Path:
     """``layout="mttr"``: text_annotations/ + JSONs at the root; ``"lavt"``: all under Release/."""
-    from lavt.video_io import write_mp4
+    from lavt.io.videos import write_mp4
 
     text = root / ("text_annotations" if layout == "mttr" else "Release")
     json_dir = root if layout == "mttr" else root / "Release"

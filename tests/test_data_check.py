@@ -17,7 +17,7 @@ from test_refer import build_fixture  # test_refer skips without pycocotools
 import lavt.data.davis as davis_mod
 import lavt.data.refer as refer_mod
 import lavt.data.ytvos as ytvos_mod
-from lavt.cli import main
+from lavt.apps.cli import main
 from lavt.data.check import PUBLISHED_A2D, PUBLISHED_JHMDB, check_dataset
 from lavt.data.refer import DatasetError
 from lavt.errors import ConfigError

@@ -27,7 +27,7 @@ from lavt.data.davis import (
 from lavt.data.refer import DatasetError
 from lavt.data.transforms import preprocess_image, resize_mask
 from lavt.errors import ConfigError, InputError
-from lavt.video_metrics import JFMeter
+from lavt.evaluation.video_metrics import JFMeter
 
 S = 16
 H, W = 24, 32

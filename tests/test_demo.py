@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lavt.cli import main
-from lavt.demo import TYPES, demo_config, pick_examples, run_configs, summarise
+from lavt.apps.cli import main
+from lavt.apps.demo import TYPES, demo_config, pick_examples, run_configs, summarise
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -106,8 +106,8 @@ def test_shortened_demo_end_to_end(tmp_path, capsys):
 
 
 def test_lavt_train_demo_uses_the_cache_lavt_demo_fills(tmp_path, monkeypatch):
-    from lavt.demo import default_data_root
-    from lavt.demo_video import default_data_root as video_root
+    from lavt.apps.demo import default_data_root
+    from lavt.apps.demo_video import default_data_root as video_root
     from lavt.engine.config import load_run_config
 
     monkeypatch.setenv("LAVT_CACHE", str(tmp_path / "cache"))
@@ -142,8 +142,8 @@ def test_unknown_override_is_one_clear_error(tmp_path, capsys):
 
 
 def test_video_demo_tables():
-    from lavt.demo_video import summarise as video_summary
-    from lavt.demo_video import unified_summary
+    from lavt.apps.demo_video import summarise as video_summary
+    from lavt.apps.demo_video import unified_summary
 
     def jf(overall, motion):
         return {"J&F": overall, "J": overall, "F": overall, "n": 4, "groups": {"motion": {"J&F": motion, "J": motion, "F": motion, "n": 2}}}
@@ -164,7 +164,7 @@ def test_video_demo_tables():
 
 
 def test_unified_demo_runs_differ_only_in_their_switch(tmp_path):
-    from lavt.demo_video import UNIFIED_TITLES, unified_run_configs
+    from lavt.apps.demo_video import UNIFIED_TITLES, unified_run_configs
 
     runs = unified_run_configs(tmp_path / "out", tmp_path / "data")
     assert set(runs) == set(UNIFIED_TITLES)

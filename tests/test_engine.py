@@ -319,10 +319,10 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(data_root
 
 
 def test_bf16_training_on_a_cpu_without_fast_bf16_warns(data_root, tmp_path, monkeypatch):
-    import lavt.precision
-    from lavt.precision import SlowPrecisionWarning
+    import lavt.runtime.precision
+    from lavt.runtime.precision import SlowPrecisionWarning
 
-    monkeypatch.setattr(lavt.precision, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(lavt.runtime.precision, "cpu_has_fast_bf16", lambda: False)
     with pytest.warns(SlowPrecisionWarning, match="use fp32"):
         Trainer(load_run_config(None, overrides(data_root, tmp_path / "run", **{"train.precision": "bf16"}))).close()
 

@@ -63,7 +63,7 @@ def test_ranks_split_the_plan_and_skip_resumes_inside_it():
 
 
 def test_unified_model_trains_jointly_end_to_end(tmp_path, capsys):
-    from lavt.cli import main
+    from lavt.apps.cli import main
 
     img, vid, out = tmp_path / "img", tmp_path / "vid", tmp_path / "run"
     rc = main([

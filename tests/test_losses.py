@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lavt.errors import ConfigError
-from lavt.losses import (
+from lavt.engine.losses import (
     LOSSES,
     boundary_loss,
     build_loss,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lavt.metrics import (
+from lavt.evaluation.metrics import (
     RISMeter,
     batch_intersection_union,
     intersection_union,

@@ -381,10 +381,10 @@ def test_the_input_size_travels_with_the_model(tmp_path, model: LAVT) -> None:
 def test_bf16_warns_only_where_the_cpu_has_no_fast_bf16(model: LAVT, monkeypatch, fast: bool) -> None:
     import warnings
 
-    import lavt.precision
-    from lavt.precision import SlowPrecisionWarning
+    import lavt.runtime.precision
+    from lavt.runtime.precision import SlowPrecisionWarning
 
-    monkeypatch.setattr(lavt.precision, "cpu_has_fast_bf16", lambda: fast)
+    monkeypatch.setattr(lavt.runtime.precision, "cpu_has_fast_bf16", lambda: fast)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         Predictor(model, device="cpu", precision="bf16", image_size=SIZE)

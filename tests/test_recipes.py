@@ -12,7 +12,7 @@ from test_davis import build as build_davis
 from test_refer import build_fixture
 from test_ytvos import build as build_ytvos
 
-from lavt.cli import main
+from lavt.apps.cli import main
 from lavt.engine.config import BUNDLED_CONFIGS, bundled_configs
 
 TINY_MODEL = [

@@ -239,7 +239,7 @@ def test_a_video_model_inflates_from_a_training_checkpoint_without_its_frozen_en
     import dataclasses
 
     from lavt.models.lavt import LAVT
-    from lavt.official import inflate_image_lavt
+    from lavt.weights.official import inflate_image_lavt
 
     image = Trainer(demo_cfg(synthetic_root, tmp_path / "run", "train.max_steps=2", "train.text_encoder_layers=4-5",
                              "train.cache_text_features=false", "train.lr=1e-2"), progress=False)

@@ -15,19 +15,19 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from lavt.cli import main  # noqa: E402
+from lavt.apps.cli import main  # noqa: E402
 from lavt.config import LAVTConfig, TextEncoderConfig  # noqa: E402
 from lavt.engine.checkpoint import load_training_checkpoint  # noqa: E402
 from lavt.errors import CheckpointError  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
-from lavt.official import (  # noqa: E402
+from lavt.weights.official import (  # noqa: E402
     inflate_image_lavt,
     init_backbone_from_swin,
     init_backbone_from_video_swin,
     load_official_checkpoint,
 )
-from lavt.serialization import load_torch_file, save_torch_atomic  # noqa: E402
-from lavt.unified import init_unified  # noqa: E402
+from lavt.io.torch_files import load_torch_file, save_torch_atomic  # noqa: E402
+from lavt.weights.unified import init_unified  # noqa: E402
 
 PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity" / "lavt_ris_tiny_w7.pth"
 

@@ -9,7 +9,7 @@ import torch
 from lavt.config import LAVTConfig
 from lavt.errors import CheckpointError, ConfigError
 from lavt.models.lavt import LAVT
-from lavt.unified import init_unified
+from lavt.weights.unified import init_unified
 
 DIMS = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), window_size=4, lang_dim=24, drop_path_rate=0.0)
 
@@ -193,8 +193,8 @@ def test_unified_paths_from_swin_and_video_swin_checkpoints():
     from test_official import swin_classification_state
     from test_video_init import kinetics_checkpoint
 
-    from lavt.official import init_backbone_from_video_swin
-    from lavt.unified import init_unified_2d_from_swin
+    from lavt.weights.official import init_backbone_from_video_swin
+    from lavt.weights.unified import init_unified_2d_from_swin
 
     unified = LAVT(_video(unified=True))
     image_shaped = LAVT(LAVTConfig(**DIMS))

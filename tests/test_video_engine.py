@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from test_ytvos import VALID, build
 
-from lavt.cli import main
+from lavt.apps.cli import main
 
 TINY_VIDEO = [
     "model.video=true", "model.embed_dim=16", "model.depths=[1,1,1,1]", "model.num_heads=[1,2,2,4]",

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lavt.errors import InputError
-from lavt.metrics import RISMeter
-from lavt.video_metrics import (
+from lavt.evaluation.metrics import RISMeter
+from lavt.evaluation.video_metrics import (
     JFMeter,
     boundary_pixels,
     db_eval_boundary,

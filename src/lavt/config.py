@@ -317,7 +317,7 @@ class Preprocessing:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def save(self, path: str | Path) -> None:
-        from .serialization import atomic_write_text
+        from .io.torch_files import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 

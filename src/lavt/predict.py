@@ -41,13 +41,13 @@ from PIL import Image, ImageDraw, ImageOps
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_IMAGE_SIZE, Preprocessing, check_image_size
 from .data.transforms import preprocess_image  # the one official input transform
-from .image_io import load_image
+from .io.images import load_image
 from .errors import CheckpointError, ConfigError, EmptyMaskWarning, InputError, InputSizeWarning
 from .models.lavt import LAVT
-from .outputs import write_output_folder
-from .precision import warn_if_slow
-from .validate import OFFICIAL_SUFFIXES, model_source, validate_expressions
-from .video_io import load_video, write_gif, write_mp4
+from .io.outputs import write_output_folder
+from .runtime.precision import warn_if_slow
+from .io.inputs import OFFICIAL_SUFFIXES, model_source, validate_expressions
+from .io.videos import load_video, write_gif, write_mp4
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -92,15 +92,15 @@ def load_model(
 
     * a directory with ``config.json`` (written by ``LAVT.save_pretrained``) -> ``LAVT.from_pretrained``
     * a file ending ``.pth`` / ``.pt`` / ``.bin`` -> an official LAVT checkpoint
-      (:func:`lavt.official.load_official_checkpoint`; ``text_encoder`` / ``max_tokens`` are
+      (:func:`lavt.weights.official.load_official_checkpoint`; ``text_encoder`` / ``max_tokens`` are
       passed on and only matter for checkpoints holding BERT weights)
     * ``namespace/name`` that is not a local path -> a hub repo holding a saved model directory
-    * anything else raises :class:`CheckpointError` (:func:`lavt.validate.model_source`).
+    * anything else raises :class:`CheckpointError` (:func:`lavt.io.inputs.model_source`).
     """
     dev = torch.device("cpu") if device is None else _resolve_device(device)
     kind, where = model_source(spec)
     if kind == "official":
-        from .official import load_official_checkpoint
+        from .weights.official import load_official_checkpoint
 
         model = load_official_checkpoint(where, text_encoder=text_encoder, max_tokens=max_tokens)
     else:
@@ -289,7 +289,7 @@ class Predictor:
     ) -> VideoPrediction:
         """Masks (K, N, H0, W0) for the K expressions on the N frames of a video.
 
-        ``video``: a path :func:`lavt.video_io.load_video` reads (frame directory, GIF/WebP,
+        ``video``: a path :func:`lavt.io.videos.load_video` reads (frame directory, GIF/WebP,
         video file) or a sequence of frames (anything :func:`load_image` takes; then
         ``frame_names`` / ``fps`` may name them). ``max_frames`` keeps the first frames only.
 
@@ -300,7 +300,7 @@ class Predictor:
         result). ``progress``: a tqdm bar over windows / frames on a terminal's stderr.
         """
         from .data.ytvos import windows
-        from .progress import progress_bar
+        from .runtime.progress import progress_bar
 
         texts = validate_expressions(expressions)
         if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
@@ -499,7 +499,7 @@ def save_prediction(
     * ``overlay.png``: every mask tinted in its colour on the image, with a legend;
     * ``expressions.json``: ``{"source": ..., "expressions": {"kk": text}, "files": {...}, ...}``.
 
-    The folder is written whole and swapped in (:mod:`lavt.outputs`): a previous prediction for
+    The folder is written whole and swapped in (:mod:`lavt.io.outputs`): a previous prediction for
     the same ``source`` is replaced entirely, any other existing content is refused with an
     InputError. ``info`` adds fields to ``expressions.json`` (model, image size...). Returns the
     written paths."""
@@ -547,7 +547,7 @@ def save_video_prediction(
     and ``expressions.json``. ``frames``: the video's frames (a list of images) or the path it was
     read from. ``fps``: overlay rate (default: ``pred.fps``, else 10). The folder is replaced
     whole, as :func:`save_prediction`. Returns the written paths."""
-    from .video_io import have_av
+    from .io.videos import have_av
 
     names = pred.frame_names
     if isinstance(frames, (str, os.PathLike)):

@@ -61,7 +61,7 @@ recipe with k = 3, though not its random draw). Usable frames are those with a p
 Scoring (:func:`score_annotated_frame`, :func:`evaluate_annotated_frames`): the official LAVT
 protocol takes the argmax of the annotated frame's two-class logits at the model resolution
 (480x480) and compares it with the GT resized to that size with PIL NEAREST, which is exactly
-the item's ``target`` at ``annotated``. I and U go into a :class:`lavt.metrics.RISMeter` (LAVT
+the item's ``target`` at ``annotated``. I and U go into a :class:`lavt.evaluation.metrics.RISMeter` (LAVT
 conventions: IoU >= K for P@K, IoU 0 when the union is empty); oIoU, mIoU and P@K x100.
 """
 
@@ -84,7 +84,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError, InputError, LAVTError
-from ..metrics import RISMeter, score_prediction
+from ..evaluation.metrics import RISMeter, score_prediction
 from .refer import DatasetError
 from .transforms import preprocess_image, resize_mask
 from .ytvos import collate_video, sample_clip_indices

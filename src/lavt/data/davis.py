@@ -482,7 +482,7 @@ def davis_protocol_summary(metrics: Mapping[str, Any], sets: Iterable[str] | Non
     sets (default all four) of each set's J, F and J&F (x100, as given).
 
     ``metrics``: the dict of :func:`lavt.engine.trainer.evaluate_video` or
-    :meth:`lavt.video_metrics.JFMeter.compute` on :class:`ReferDAVIS17` (its ``groups`` are keyed
+    :meth:`lavt.evaluation.video_metrics.JFMeter.compute` on :class:`ReferDAVIS17` (its ``groups`` are keyed
     by set label), or a JSON file's ``{"metrics": {...}}`` written from one. Also averaged when
     every set has them: J/F recall and decay. Returns ``{"J", "F", "J&F", ..., "sets": {label:
     {"J", "F", "J&F", "n"}}, "n_sets", "protocol"}``. A missing set raises

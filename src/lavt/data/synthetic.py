@@ -1209,7 +1209,7 @@ def generate_synthetic_refer(
         if meta is not None:
             return {**meta["summary"], "root": str(root), "cached": True, "seconds": 0.0}
 
-    from ..progress import progress_bar
+    from ..runtime.progress import progress_bar
 
     start = time.perf_counter()
     ds_dir.mkdir(parents=True, exist_ok=True)

@@ -1149,7 +1149,7 @@ def generate_synthetic_videos(
             f"{root} holds a Ref-YouTube-VOS dataset that this generator did not write; refusing to overwrite it"
         )
 
-    from ..progress import progress_bar
+    from ..runtime.progress import progress_bar
 
     start = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)

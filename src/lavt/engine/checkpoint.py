@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError
-from ..serialization import load_torch_file, save_torch_atomic
+from ..io.torch_files import load_torch_file, save_torch_atomic
 
 
 def rng_state() -> dict[str, Any]:

@@ -27,13 +27,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from ..config import Preprocessing
 from ..errors import CheckpointError, ConfigError, TrainingInterrupted
-from ..losses import build_loss
-from ..metrics import RISMeter
+from .losses import build_loss
+from ..evaluation.metrics import RISMeter
 from ..models.lavt import LAVT, load_state_dict_strict
 from ..models.text import trim_padding
-from ..precision import warn_if_slow
-from ..progress import progress_bar
-from ..serialization import atomic_write_text
+from ..runtime.precision import warn_if_slow
+from ..runtime.progress import progress_bar
+from ..io.torch_files import atomic_write_text
 from .checkpoint import fingerprint, load_training_checkpoint, rng_state, save_atomic, set_rng_state
 from .config import RunConfig, yaml_dump
 from .distributed import DistEnv, all_gather_objects, barrier, cleanup, init_distributed, max_over_ranks
@@ -75,18 +75,18 @@ def build_model(cfg: RunConfig) -> LAVT:
     if t.init_video_swin and not m.video:
         raise ConfigError("train.init_video_swin needs a video model (model.video: true)")
     if m.unified:
-        from ..unified import init_unified, init_unified_2d_from_swin
+        from ..weights.unified import init_unified, init_unified_2d_from_swin
 
         if t.init_swin:
             init_unified_2d_from_swin(model, t.init_swin)
         if t.init_video_swin:
-            from ..official import init_backbone_from_video_swin
+            from ..weights.official import init_backbone_from_video_swin
 
             init_backbone_from_video_swin(model, t.init_video_swin)
         if t.init_image_model or t.init_video_model:
             init_unified(model, image_model=t.init_image_model, video_model=t.init_video_model)
     elif m.video:
-        from ..official import init_backbone_from_video_swin, inflate_image_lavt
+        from ..weights.official import init_backbone_from_video_swin, inflate_image_lavt
 
         if t.init_swin:
             raise ConfigError("train.init_swin is for image models; a video model takes train.init_video_swin")
@@ -95,7 +95,7 @@ def build_model(cfg: RunConfig) -> LAVT:
         if t.init_video_swin:
             init_backbone_from_video_swin(model, t.init_video_swin)
     elif t.init_swin:
-        from ..official import init_backbone_from_swin
+        from ..weights.official import init_backbone_from_swin
 
         init_backbone_from_swin(model, t.init_swin)
     return model
@@ -324,7 +324,7 @@ def evaluate(
     ``official``: argmax at the model resolution vs the nearest-resized ground truth;
     ``original``: logits upsampled (bilinear, align_corners) to the image size vs the original mask.
     """
-    from ..metrics import score_prediction
+    from ..evaluation.metrics import score_prediction
 
     env = env or DistEnv(device=next(model.parameters()).device)
     if getattr(dataset, "scores_annotated_frames", False):  # A2D / JHMDB: one annotated frame per clip
@@ -376,7 +376,7 @@ def evaluate_video(
     LAVT-RS post-processing), averaged over expressions; grouped by expression type when the
     data has one. Also frame-level oIoU / mIoU at the model resolution (A2D style)."""
     from ..data.ytvos import logits_to_masks
-    from ..video_metrics import JFMeter
+    from ..evaluation.video_metrics import JFMeter
 
     env = env or DistEnv(device=next(model.parameters()).device)
     was_training = model.training

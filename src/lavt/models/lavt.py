@@ -157,7 +157,7 @@ class LAVT(nn.Module):
         own (``self.preprocessing``), else the official 480 px."""
         from safetensors.torch import save_file
 
-        from ..serialization import atomic_write, atomic_write_text
+        from ..io.torch_files import atomic_write, atomic_write_text
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .engine.config import RunConfig, load_run_config
-from .errors import ConfigError
-from .machine import cpu_flags, cpu_model
+from ..engine.config import RunConfig, load_run_config
+from ..errors import ConfigError
+from ..runtime.machine import cpu_flags, cpu_model
 
 RUNS = ("lavt", "control")
 RUN_TITLES = {"lavt": "LAVT", "control": "language-blind control"}
@@ -41,7 +41,7 @@ REPORT_FILES = ("metrics.json", "index.html", "overlays.png", "curves.png", "fra
 def default_data_root() -> Path:
     """Where the synthetic set is cached (``cache:synthetic-demo`` of configs/demo.yaml):
     ``$LAVT_CACHE`` or ``$XDG_CACHE_HOME/lavt`` or ``~/.cache/lavt``, then ``synthetic-demo``."""
-    from .engine.config import lavt_cache_dir
+    from ..engine.config import lavt_cache_dir
 
     return lavt_cache_dir() / "synthetic-demo"
 
@@ -51,7 +51,7 @@ def claim_output_dir(out: Path, run_names: Sequence[str], overwrite: bool) -> No
     which deletes that report's files and runs first (nothing else in ``out`` is touched)."""
     import shutil
 
-    from .engine.trainer import existing_run_files
+    from ..engine.trainer import existing_run_files
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
@@ -92,8 +92,8 @@ def run_configs(cfg: RunConfig, out_dir: str | Path) -> dict[str, RunConfig]:
 # training + evaluation of one run (in this process or in a worker)
 # ----------------------------------------------------------------------------------------------
 def _train_and_evaluate(name: str, cfg_dict: dict[str, Any], threads: int | None, progress: bool) -> dict[str, Any]:
-    from .engine.config import load_run_config_dict
-    from .engine.trainer import Trainer, evaluate
+    from ..engine.config import load_run_config_dict
+    from ..engine.trainer import Trainer, evaluate
 
     if threads:
         torch.set_num_threads(threads)
@@ -170,7 +170,7 @@ def train_runs(runs: dict[str, RunConfig], parallel: bool, progress: bool = True
         if pending and not errors:
             start()
     if errors:
-        from .errors import LAVTError
+        from ..errors import LAVTError
 
         raise LAVTError("demo training failed: " + "; ".join(errors))
     return {name: results[name] for name in runs}
@@ -230,7 +230,7 @@ def pick_examples(dataset, per_type: int = 2) -> list[int]:
 @torch.inference_mode()
 def predict_examples(models: dict[str, Any], dataset, indices: Sequence[int]) -> list[dict[str, Any]]:
     """Image, expression, ground truth and each model's mask (at image size) per example."""
-    from .metrics import intersection_union
+    from ..evaluation.metrics import intersection_union
 
     rows = []
     for i in indices:
@@ -370,9 +370,9 @@ def run_demo(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    from .data.refer import ReferSegmentation
-    from .data.synthetic import generate_synthetic_refer
-    from .models.lavt import LAVT
+    from ..data.refer import ReferSegmentation
+    from ..data.synthetic import generate_synthetic_refer
+    from ..models.lavt import LAVT
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -394,7 +394,7 @@ def run_demo(
     t = time.perf_counter()
     summary = summarise(results)
     models = {name: LAVT.from_pretrained(out / name / "final_model").eval() for name in RUNS}
-    from .models.text import Tokenizer
+    from ..models.text import Tokenizer
 
     datasets = {}
     for name, c in runs.items():

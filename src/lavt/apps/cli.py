@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import NoReturn
 from pathlib import Path
 
-from .errors import ConfigError, LAVTError, LAVTWarning, TrainingInterrupted
-from .outputs import check_output_folder, check_writable_folder
-from .validate import model_source, validate_expressions
+from ..errors import ConfigError, LAVTError, LAVTWarning, TrainingInterrupted
+from ..io.outputs import check_output_folder, check_writable_folder
+from ..io.inputs import model_source, validate_expressions
 
 PROG = "lavt"
 # measured wall-clock times (README "The demo"; the same figures everywhere)
@@ -52,7 +52,7 @@ def _one_line(text: object) -> str:
 def _image_size_flag(args: argparse.Namespace) -> int | None:
     if args.image_size is None:
         return None
-    from .config import check_image_size
+    from ..config import check_image_size
 
     return check_image_size(args.image_size, "--image-size")
 
@@ -80,14 +80,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # cheap checks first (no torch import yet): a typo costs a fraction of a second
     image_size = _image_size_flag(args)
     texts = validate_expressions(args.text)
-    from .image_io import load_image
+    from ..io.images import load_image
 
     image = load_image(args.image)
     name, source = _source_name(args.image)
     folder = Path(args.out) / name
     check_output_folder(folder, source)  # before inference: a bad --out must not cost a model run
     model_source(args.model)
-    from .predict import Predictor, save_prediction
+    from ..predict import Predictor, save_prediction
 
     predictor = Predictor(
         args.model, device=args.device, precision="bf16" if args.bf16 else "fp32", image_size=image_size,
@@ -115,7 +115,7 @@ def _cmd_predict_video(args: argparse.Namespace) -> int:
     exp_ids = args.exp_id if args.exp_id is not None else [str(k) for k in range(len(texts))]
     if len(exp_ids) != len(texts):
         raise ConfigError(f"{len(exp_ids)} --exp-id values for {len(texts)} --text expressions; give one per expression")
-    from .video_io import load_video
+    from ..io.videos import load_video
 
     source = Path(args.video)
     frames, names, fps = load_video(source, max_frames=args.max_frames)
@@ -126,8 +126,8 @@ def _cmd_predict_video(args: argparse.Namespace) -> int:
     if args.submission is not None:
         check_writable_folder(args.submission, "--submission")
     model_source(args.model)
-    from .data.ytvos import write_submission
-    from .predict import Predictor, save_video_prediction
+    from ..data.ytvos import write_submission
+    from ..predict import Predictor, save_video_prediction
 
     predictor = Predictor(
         args.model, device=args.device, precision="bf16" if args.bf16 else "fp32", image_size=image_size,
@@ -176,7 +176,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         what = "an existing file" if not out.is_dir() else "a folder that is not empty"
         raise ConfigError(f"output {out} is {what}; give a new folder for the converted model")
     check_writable_folder(out, "output folder")
-    from .official import load_official_checkpoint
+    from ..weights.official import load_official_checkpoint
 
     model = load_official_checkpoint(args.checkpoint, text_encoder=args.text_encoder, max_tokens=args.max_tokens)
     if model.text_encoder is None and args.text_encoder is not None:
@@ -225,10 +225,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .engine.config import load_run_config
+    from ..engine.config import load_run_config
 
     cfg = load_run_config(args.config, args.overrides)  # config errors before the torch import
-    from .engine.trainer import train
+    from ..engine.trainer import train
 
     try:
         train(cfg, resume=args.resume, overwrite=args.overwrite)
@@ -247,13 +247,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from .engine.config import load_run_config
+    from ..engine.config import load_run_config
 
     cfg = load_run_config(args.config, args.overrides)  # config errors before the torch import
     model_source(args.model)
     if args.out is not None:
         check_writable_folder(Path(args.out).parent, "--out")
-    from .engine.trainer import evaluate_checkpoint
+    from ..engine.trainer import evaluate_checkpoint
 
     explicit_size = any(o.split("=", 1)[0].strip() == "data.image_size" for o in args.overrides)
     explicit_model = {o.split("=", 1)[0].strip()[len("model."):].split(".")[0] for o in args.overrides
@@ -269,7 +269,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_data_check(args: argparse.Namespace) -> int:
     import json
 
-    from .data.check import check_dataset
+    from ..data.check import check_dataset
 
     report = check_dataset(args.name, args.root, full=args.full)
     if args.json_out is not None:

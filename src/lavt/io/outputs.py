@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 MANIFEST_NAME = "expressions.json"  # which mask is which expression, and the source
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError
 
 CONFIG_NAME = "config.json"  # a lavt model directory's architecture file
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin")

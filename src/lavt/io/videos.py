@@ -14,7 +14,7 @@ Frames of animations and video files are named ``00000``, ``00001``, ... Every p
 the input (missing path, nothing to read, an undecodable file or frame, frames of different
 sizes) raises a one-line :class:`lavt.errors.InputError` naming the file.
 
->>> from lavt.video_io import load_video
+>>> from lavt.io.videos import load_video
 >>> frames, names, fps = load_video("clip.mp4", max_frames=100)   # doctest: +SKIP
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import InputError
+from ..errors import InputError
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")  # frames inside a directory
 IMAGE_SUFFIXES = (".gif", ".webp", ".png", ".apng", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # read with Pillow
@@ -101,7 +101,7 @@ def _check_same_size(frames: Sequence[Image.Image], names: Sequence[str], source
 
 
 def _load_directory(path: Path, limit: int | None) -> tuple[list[Image.Image], list[str], None]:
-    from .image_io import load_image  # the one image reader (EXIF orientation, RGB conversion, errors)
+    from .images import load_image  # the one image reader (EXIF orientation, RGB conversion, errors)
 
     files = sorted(
         (p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),

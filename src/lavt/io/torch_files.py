@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # The only non-container class a torch file may construct when lavt loads it (besides what
 # torch's weights-only unpickler allows itself: tensors, dtypes, OrderedDict, ...).

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from lavt.errors import InputError
-from lavt.metrics import RISMeter
+from lavt.evaluation.metrics import RISMeter
 
 __all__ = [
     "JFMeter",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import InputError, LargeImageWarning
+from ..errors import InputError, LargeImageWarning
 
 
 def load_image(image: str | os.PathLike[str] | Image.Image | np.ndarray) -> Image.Image:

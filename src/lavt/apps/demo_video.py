@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from .demo import _finite, claim_output_dir, train_runs
-from .engine.config import RunConfig, load_run_config
-from .errors import ConfigError
+from ..engine.config import RunConfig, load_run_config
+from ..errors import ConfigError
 
 RUNS = ("pwam3d", "naive", "frames")
 RUN_TITLES = {
@@ -40,7 +40,7 @@ TYPES = ("appearance", "position", "motion")
 
 
 def default_data_root() -> Path:
-    from .engine.config import lavt_cache_dir
+    from ..engine.config import lavt_cache_dir
 
     return lavt_cache_dir() / "synthetic-video-demo"
 
@@ -78,10 +78,10 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 @torch.inference_mode()
 def example_rows(out: Path, runs: dict[str, RunConfig], max_frames: int = 6) -> dict[str, Any]:
     """The first motion expression of the valid split: frames, ground truth, each model's masks."""
-    from .data.ytvos import ReferYouTubeVOS, logits_to_masks
-    from .engine.trainer import forward_visual
-    from .models.lavt import LAVT
-    from .models.text import Tokenizer
+    from ..data.ytvos import ReferYouTubeVOS, logits_to_masks
+    from ..engine.trainer import forward_visual
+    from ..models.lavt import LAVT
+    from ..models.text import Tokenizer
 
     cfg = runs["pwam3d"]
     d = cfg.data
@@ -199,7 +199,7 @@ def run_video_demo(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    from .data.synthetic_video import generate_synthetic_videos
+    from ..data.synthetic_video import generate_synthetic_videos
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -317,8 +317,8 @@ def run_unified_demo(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    from .data.synthetic import generate_synthetic_refer
-    from .data.synthetic_video import generate_synthetic_videos
+    from ..data.synthetic import generate_synthetic_refer
+    from ..data.synthetic_video import generate_synthetic_videos
 
     start = time.perf_counter()
     out = Path(out_dir)

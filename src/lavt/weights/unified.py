@@ -13,7 +13,7 @@ once and is shared by both paths, so:
   is a 1x4x4 3D conv), gates, output norms and decoder are copied too unless a video model
   supplies them; the image model's 2D PWAMs fit only a structure-1 (naive) unified model;
 * from a **Swin ImageNet-22K** classification checkpoint the 2D path, and from a **Video Swin
-  Kinetics** checkpoint the 3D path (:mod:`lavt.official`).
+  Kinetics** checkpoint the 3D path (:mod:`lavt.weights.official`).
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import LAVTConfig
-from .errors import CheckpointError
-from .models.lavt import LAVT
+from ..config import LAVTConfig
+from ..errors import CheckpointError
+from ..models.lavt import LAVT
 
 
 def _as_model(spec: LAVT | str | Path) -> LAVT:
     if isinstance(spec, LAVT):
         return spec
-    from .predict import load_model
+    from ..predict import load_model
 
     return load_model(str(spec))
 

@@ -39,35 +39,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import inspect
 import os
-import platform
-import resource
-import statistics
-import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from lavt.runtime.machine import cpu_flags, cpu_model  # torch-free: the parent must not import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is not a package
+import harness  # noqa: E402  (torch-free: the parent must not import torch, see harness.py)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+harness.stay_offline()
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 # torch / lavt are imported only in the child processes (see ``_import_torch``): the parent is a
-# lean orchestrator. This matters for the memory numbers: a child started by fork/vfork + exec
-# inherits the parent's RSS high-water mark in ``ru_maxrss`` (at exec the kernel folds the old
-# address space's high-water mark into the process's maxrss), so a parent holding torch + a
-# model (~950 MiB) would hide every child's own peak.
-torch = F = swin_mod = LAVTConfig = LAVT = PWAM = TokenNorm = None  # set by _import_torch()
+# lean orchestrator, because a child inherits the parent's RSS high-water mark (harness.py).
+torch = F = swin_mod = LAVTConfig = LAVT = PWAM = TokenNorm = autocast = None  # set by _import_torch()
 _ORIG: dict[str, Any] = {}
+CPU = None  # torch.device("cpu"), set by _import_torch()
 
 
 def _import_torch() -> None:
-    global torch, F, swin_mod, LAVTConfig, LAVT, PWAM, TokenNorm
+    global torch, F, swin_mod, LAVTConfig, LAVT, PWAM, TokenNorm, autocast, CPU
     if torch is not None:
         return
     import torch as _torch
@@ -78,32 +72,35 @@ def _import_torch() -> None:
     from lavt.models.lavt import LAVT as _LAVT
     from lavt.models.pwam import PWAM as _PWAM
     from lavt.models.pwam import TokenNorm as _TokenNorm
+    from lavt.runtime.precision import autocast as _autocast  # what the trainer and Predictor use
 
     torch, F, swin_mod, LAVTConfig, LAVT, PWAM, TokenNorm = _torch, _F, _swin, _Cfg, _LAVT, _PWAM, _TokenNorm
+    autocast, CPU = _autocast, _torch.device("cpu")
     _ORIG.update(
         window_attention=swin_mod.window_attention,
         pwam_attend=PWAM.attend,
         token_norm_forward=TokenNorm.forward,
     )
+    library_params = list(inspect.signature(swin_mod.window_attention).parameters)
+    if list(inspect.signature(eager_window_attention).parameters) != library_params:
+        raise RuntimeError(f"eager_window_attention no longer takes the library's parameters {library_params}")
 
 
 CHECK_TOL = 1e-4
 IMPLS = ("ours", "winograd", "eager")
-RESULT_PREFIX = "@@BENCH_RESULT@@ "
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # =========================================================================================
-# "eager" baseline: the official computational structure, monkeypatched in this script only
+# "eager" baseline: the official computational structure, monkeypatched in this script only.
+# It deliberately does NOT reuse lavt.models.swin (partition helpers, cached masks, SDPA): it is
+# frozen to the official code so that optimisations of the library never leak into the baseline
+# they are measured against. Only the interface is shared, because it is patched in its place.
 # =========================================================================================
 EAGER_CALLS = {"window_attention": 0, "shift_masks_built": 0, "pwam_attend": 0, "instance_norm": 0}
 
 
 def _eager_window_partition(x: Tensor, window: tuple[int, int, int]) -> Tensor:
-    """(B, D, H, W, C) -> (B * nW, wd*wh*ww, C)."""
+    """(B, D, H, W, C) -> (B * nW, wd*wh*ww, C), the official ``window_partition`` (contiguous copy)."""
     b, d, h, w, c = x.shape
     wd, wh, ww = window
     x = x.view(b, d // wd, wd, h // wh, wh, w // ww, ww, c)
@@ -137,17 +134,9 @@ def _eager_shift_mask(
     return attn_mask.masked_fill(attn_mask != 0, float(-100.0)).masked_fill(attn_mask == 0, float(0.0))
 
 
-def eager_window_attention(
-    x: Tensor,
-    qkv: Any,  # nn.Linear
-    proj: Any,
-    position_bias: Tensor,
-    window: tuple[int, int, int],
-    shift: tuple[int, int, int],
-    num_heads: int,
-    attention_dropout: float = 0.0,
-    dropout: float = 0.0,
-    training: bool = False,
+def eager_window_attention(  # the parameters of swin.window_attention (checked in _import_torch)
+    x: Tensor, qkv: Any, proj: Any, position_bias: Tensor, window: tuple[int, int, int], shift: tuple[int, int, int],
+    num_heads: int, attention_dropout: float = 0.0, dropout: float = 0.0, training: bool = False,
 ) -> Tensor:
     """Drop-in for ``lavt.models.swin.window_attention`` with explicit attention maths."""
     EAGER_CALLS["window_attention"] += 1
@@ -234,7 +223,7 @@ def implementation(impl: str):
 
 
 # =========================================================================================
-# shared helpers
+# the model and its inputs
 # =========================================================================================
 def build_model(preset: str, window: int, seed: int = 0) -> Any:
     torch.manual_seed(seed)
@@ -250,119 +239,42 @@ def make_inputs(batch: int, height: int, width: int, lang_dim: int, text_len: in
     return image, words, mask
 
 
-def autocast_ctx(precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    raise ValueError(precision)
-
-
-def current_rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def max_rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's RSS high-water mark to the current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def cpu_busy_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs from /proc/stat."""
-    with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
-    total = sum(vals[:8])  # guest time is already counted in user
-    return total - idle, total
-
-
-def self_cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def children_cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def torch_env() -> dict[str, Any]:
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "capability": torch.backends.cpu.get_cpu_capability(),
-    }
-
-
-def emit(result: dict[str, Any]) -> None:
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
-
-
 # =========================================================================================
 # child processes
 # =========================================================================================
 def run_child(args: argparse.Namespace) -> None:
     """One (impl, batch, precision): build, warm up, time, measure peak RSS."""
     _import_torch()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    harness.set_threads(args.threads)
     impl, batch, precision = args.impl, args.batch_sizes[0], args.precisions[0]
     tag = f"[{impl} b={batch} {precision}]"
-    rss_before = current_rss_kib()
+    memory = harness.PeakRSS()
     model = build_model(args.preset, args.window)
     if impl == "winograd" and not model.use_winograd(True):
         raise RuntimeError("this PyTorch build / CPU has no NNPACK: the winograd implementation cannot run")
-    rss_model = current_rss_kib()
-    maxrss_build = max_rss_kib()
-    # Start the peak from here: otherwise a transient during import/build that exceeds the
-    # post-build RSS would hide part of the inference peak.
-    was_reset = reset_peak_rss()
-    maxrss_model = max_rss_kib()
+    memory.built()
     n_params = sum(p.numel() for p in model.parameters())
 
     image, words, mask = make_inputs(
         batch, args.size, args.size, model.config.lang_dim, args.text_len, args.real_words
     )
-    times: list[float] = []
-    other_cores: list[float] = []  # CPU time other processes took during each timed forward
-    hz = os.sysconf("SC_CLK_TCK")
+    runs = harness.Repeats(args.warmup, args.repeats)
     with implementation(impl), torch.inference_mode():
-        for i in range(args.warmup + args.repeats):
-            busy0, _ = cpu_busy_jiffies()
-            own0 = self_cpu_seconds()
-            t0 = time.perf_counter()
-            with autocast_ctx(precision):
+        for run in runs:
+            with run.timed(), autocast(precision, CPU):
                 out = model(image, text_features=words, text_mask=mask)
-            dt = time.perf_counter() - t0
-            busy1, _ = cpu_busy_jiffies()
-            other = max(0.0, (busy1 - busy0) / hz - (self_cpu_seconds() - own0)) / dt
-            kind = f"warmup {i + 1}/{args.warmup}" if i < args.warmup else f"repeat {i - args.warmup + 1}/{args.repeats}"
-            log(f"    {tag} {kind}: {dt:.2f} s ({dt / batch:.2f} s/image; other processes: {other:.2f} cores)")
-            if i >= args.warmup:
-                times.append(dt)
-                other_cores.append(other)
+            harness.log(
+                f"    {tag} {run.label}: {run.seconds:.2f} s ({run.seconds / batch:.2f} s/image; "
+                f"other processes: {run.other_cores:.2f} cores)"
+            )
             del out
-    maxrss_end = max_rss_kib()
+    peak_over_model = memory.over_build_mib()
+    peak_rss = harness.max_rss_kib() / 1024  # since the reset after the build
     if impl == "eager" and EAGER_CALLS["window_attention"] == 0:
         raise RuntimeError("eager patch did not take effect")
-    # Baseline: RSS right after model construction. With the reset, ru_maxrss now only knows
-    # peaks from after that point; without it, fall back to the (conservative) ru_maxrss delta.
-    baseline = rss_model if was_reset else maxrss_model
-    median = statistics.median(times)
-    emit(
+    build = memory.build_report()
+    build["model_build_rss_mib"] = build.pop("build_rss_mib")
+    harness.emit(
         {
             "impl": impl,
             "batch": batch,
@@ -371,19 +283,15 @@ def run_child(args: argparse.Namespace) -> None:
             "preset": args.preset,
             "window": args.window,
             "threads": torch.get_num_threads(),
-            "times_s": times,
-            "other_cpu_cores_per_repeat": other_cores,
-            "min_batch_s": min(times),
-            "median_batch_s": median,
-            "s_per_image": median / batch,
-            "images_per_s": batch / median,
-            "peak_over_model_mib": max(0, maxrss_end - baseline) / 1024,
-            "peak_rss_mib": maxrss_end / 1024,
-            "peak_rss_reset_after_build": was_reset,
-            "model_build_rss_mib": (rss_model - rss_before) / 1024,
-            "rss_before_build_mib": rss_before / 1024,
-            "rss_after_build_mib": rss_model / 1024,
-            "maxrss_at_end_of_build_mib": maxrss_build / 1024,
+            "times_s": runs.times,
+            "other_cpu_cores_per_repeat": runs.other_cores,
+            "min_batch_s": min(runs.times),
+            "median_batch_s": runs.median,
+            "s_per_image": runs.median / batch,
+            "images_per_s": batch / runs.median,
+            "peak_over_model_mib": peak_over_model,
+            "peak_rss_mib": peak_rss,
+            **build,
             "params_m": n_params / 1e6,
             "eager_calls": dict(EAGER_CALLS) if impl == "eager" else None,
         }
@@ -392,9 +300,8 @@ def run_child(args: argparse.Namespace) -> None:
 
 def run_check_child(args: argparse.Namespace) -> None:
     _import_torch()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    emit({"env": torch_env(), "check": equivalence_check(args)})
+    harness.set_threads(args.threads)
+    harness.emit({"env": harness.torch_env(), "check": equivalence_check(args)})
 
 
 def equivalence_check(args: argparse.Namespace) -> dict[str, Any]:
@@ -416,7 +323,7 @@ def equivalence_check(args: argparse.Namespace) -> dict[str, Any]:
         for precision in precisions:
             for impl in ("ours", "eager", "winograd"):
                 model.use_winograd(impl == "winograd")
-                with implementation(impl), autocast_ctx(precision):
+                with implementation(impl), autocast(precision, CPU):
                     logits = model(image, text_features=words, text_mask=mask)
                 outs[impl, precision] = ([f.float() for f in captured.pop()], logits.float())
     model.use_winograd(False)
@@ -454,59 +361,34 @@ def equivalence_check(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # =========================================================================================
-# parent (no torch import: see the note at _import_torch)
+# parent (no torch import: see harness.py)
 # =========================================================================================
-def common_flags(args: argparse.Namespace) -> list[str]:
-    flags = [
-        "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-        "--size", str(args.size), "--preset", args.preset, "--window", str(args.window),
-        "--text-len", str(args.text_len), "--real-words", str(args.real_words),
-    ]  # fmt: skip
-    if args.threads:
-        flags += ["--threads", str(args.threads)]
-    return flags
+SETTINGS = "preset window size warmup repeats text_len real_words"  # in the report
+COMMON_OPTIONS = f"{SETTINGS} threads"  # passed on to every child
+CONTENTION = harness.Contention("other_cpu_cores_per_repeat", "the timed forwards", what="latencies")
 
 
-def spawn(cmd_flags: list[str]) -> tuple[dict[str, Any] | None, dict[str, float]]:
-    """Run this script as a child; returns its result and what else the CPUs did meanwhile."""
-    busy0, total0 = cpu_busy_jiffies()
-    child0 = children_cpu_seconds()
-    t0 = time.perf_counter()
-    load0 = os.getloadavg()[0]
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *cmd_flags], stdout=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - t0
-    busy1, total1 = cpu_busy_jiffies()
-    child_cpu = children_cpu_seconds() - child0
-    hz = os.sysconf("SC_CLK_TCK")
-    other = max(0.0, (busy1 - busy0) / hz - child_cpu) / wall if wall > 0 else 0.0
-    diag = {"wall_s": wall, "child_cpu_s": child_cpu, "other_cpu_cores": other, "loadavg1_before": load0}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        print(f"ERROR: child {' '.join(cmd_flags)} failed (exit {proc.returncode})", file=sys.stderr)
-        print(proc.stdout, file=sys.stderr)
-        return None, diag
-    return json.loads(lines[-1][len(RESULT_PREFIX) :]), diag
-
-
-def fmt_secs(s: float) -> str:
-    return f"{int(s // 60)}m{s % 60:04.1f}s"
+def progress(r: dict[str, Any]) -> str:
+    """One configuration's outcome, on the progress stream."""
+    per_image, rate, peak = r["s_per_image"], r["images_per_s"], r["peak_over_model_mib"]
+    return f"{per_image:.3f} s/image, {rate:.3f} images/s, peak +{peak:.0f} MiB over model"
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    t_start = time.perf_counter()
+    started = time.perf_counter()
     impls = list(IMPLS) if args.impl == "all" else [args.impl]
+    common = harness.child_flags(args, COMMON_OPTIONS)
 
-    log("checking (in a child process) that the eager baseline computes the same function as ours ...")
-    out, _ = spawn(["--child-check", "--precisions", *args.precisions, *common_flags(args)])
+    harness.log("checking (in a child process) that the eager baseline computes the same function as ours ...")
+    out, _ = harness.spawn(__file__, ["--child-check", *harness.child_flags(args, "precisions"), *common])
     if out is None:
         return 1
     env, check = out["env"], out["check"]
     header = [
         f"# LAVT inference benchmark: Swin-{args.preset} window {args.window}, {args.size}x{args.size}, CPU, eval, "
         f"torch.inference_mode, random weights",
-        f"torch {env['torch']} | threads {env['threads']} | CPU: {cpu_model()} "
-        f"({os.cpu_count()} logical cores; flags: {cpu_flags()}; ATen capability {env['capability']})",
-        f"python {platform.python_version()} | {platform.platform()}",
+        harness.machine_line(),
+        harness.torch_line(env),
         f"Timed: image encoder (language-aware Swin + PWAM + gates) + decoder + final upsampling, one forward per "
         f"measurement. NOT timed: the text encoder (the model gets random word features (B, {args.text_len}, "
         f"lang_dim), {args.real_words} real words per expression).",
@@ -514,8 +396,7 @@ def run_parent(args: argparse.Namespace) -> int:
         f"peak RSS (ru_maxrss, high-water mark reset after the build) minus RSS right after model construction; "
         f"every configuration runs in a fresh process.",
     ]
-    for line in header:
-        print(line, flush=True)
+    print("\n".join(header), flush=True)
     print(
         f"\nEquivalence check (fp32, {check['input']}): max |ours - eager| = "
         f"{check['fp32_max_abs_diff_stage_features']:.2e} on stage features (max |feature| "
@@ -535,32 +416,26 @@ def run_parent(args: argparse.Namespace) -> int:
         return 1
 
     # bf16 autocast never takes the Winograd path (it is an fp32 kernel): no winograd/bf16 runs
-    configs = [
-        (impl, b, p) for b in args.batch_sizes for p in args.precisions for impl in impls
+    jobs = {
+        f"{impl} batch={b} {p}": ["--child", "--impl", impl, "--batch-sizes", str(b), "--precisions", p, *common]
+        for b in args.batch_sizes for p in args.precisions for impl in impls
         if not (impl == "winograd" and p != "fp32")
-    ]
-    results: list[dict[str, Any]] = []
-    for idx, (impl, batch, precision) in enumerate(configs, 1):
-        log(f"[{idx}/{len(configs)}] {impl} batch={batch} {precision} (elapsed {fmt_secs(time.perf_counter() - t_start)})")
-        flags = ["--child", "--impl", impl, "--batch-sizes", str(batch), "--precisions", precision, *common_flags(args)]
-        res, diag = spawn(flags)
-        if res is None:
-            return 1
-        res["diagnostics"] = diag
-        results.append(res)
-        log(
-            f"    -> {res['s_per_image']:.3f} s/image, {res['images_per_s']:.3f} images/s, "
-            f"peak +{res['peak_over_model_mib']:.0f} MiB over model; other processes used up to "
-            f"{max(res['other_cpu_cores_per_repeat']):.2f} cores during the timed forwards"
-        )
+    }  # fmt: skip
+    results, failed = harness.run_children(__file__, jobs, started, progress, CONTENTION, stop_at_failure=True)
+    if failed:
+        return 1
 
-    print("\n| impl | batch | precision | s/image | images/s | peak MiB over model | other procs' CPU, cores (max over repeats) |")
-    print("|---|---:|---|---:|---:|---:|---:|")
-    for r in results:
-        print(
-            f"| {r['impl']} | {r['batch']} | {r['precision']} | {r['s_per_image']:.3f} | {r['images_per_s']:.3f} "
-            f"| {r['peak_over_model_mib']:.0f} | {max(r['other_cpu_cores_per_repeat']):.2f} |"
-        )
+    print()
+    harness.print_table(
+        ["impl", "batch", "precision", "s/image", "images/s", "peak MiB over model",
+         "other procs' CPU, cores (max over repeats)"],
+        "lrlrrrr",
+        [
+            [r["impl"], r["batch"], r["precision"], f"{r['s_per_image']:.3f}", f"{r['images_per_s']:.3f}",
+             f"{r['peak_over_model_mib']:.0f}", f"{CONTENTION.most(r):.2f}"]
+            for r in results
+        ],
+    )  # fmt: skip
     builds = [r["model_build_rss_mib"] for r in results]
     print(
         f"\nModel build RSS: {min(builds):.0f}-{max(builds):.0f} MiB (RSS after - before constructing the model; "
@@ -568,12 +443,7 @@ def run_parent(args: argparse.Namespace) -> int:
         f"build {results[0]['rss_after_build_mib']:.0f} MiB incl. the Python/torch runtime "
         f"({results[0]['rss_before_build_mib']:.0f} MiB before)."
     )
-    busy = max(max(r["other_cpu_cores_per_repeat"]) for r in results)
-    if busy > 0.2:
-        print(
-            f"WARNING: other processes used up to {busy:.2f} CPU cores during the measurements "
-            f"(last column): those latencies are inflated; rerun on an idle machine for clean numbers."
-        )
+    CONTENTION.warn(results)
     by_key = {(r["impl"], r["batch"], r["precision"]): r for r in results}
     ratios = []
     if "eager" in impls and len(impls) > 1:
@@ -597,95 +467,47 @@ def run_parent(args: argparse.Namespace) -> int:
             for batch in args.batch_sizes:
                 if (impl, batch, "bf16") not in by_key:
                     continue  # not run (winograd is fp32 only)
-                f32, bf = by_key[(impl, batch, "fp32")], by_key[(impl, batch, "bf16")]
-                ratio = bf["s_per_image"] / f32["s_per_image"]
-                print(
-                    f"bf16/fp32 latency ratio, {impl}, batch {batch}: {ratio:.3f} "
-                    f"({'bf16 SLOWER than fp32' if ratio > 1 else 'bf16 faster'})"
-                )
-    total = time.perf_counter() - t_start
-    print(f"\nTotal wall time {fmt_secs(total)} (parent peak RSS {max_rss_kib() / 1024:.0f} MiB).", flush=True)
+                ratio = by_key[(impl, batch, "bf16")]["s_per_image"] / by_key[(impl, batch, "fp32")]["s_per_image"]
+                print(f"bf16/fp32 latency ratio, {impl}, batch {batch}: {ratio:.3f} ({harness.bf16_verdict(ratio)})")
 
-    if args.json:
-        payload = {
-            "meta": {
-                **env,
-                "cpu": cpu_model(),
-                "cpu_flags": cpu_flags(),
-                "logical_cores": os.cpu_count(),
-                "argv": sys.argv[1:],
-                "preset": args.preset,
-                "window": args.window,
-                "size": args.size,
-                "warmup": args.warmup,
-                "repeats": args.repeats,
-                "text_len": args.text_len,
-                "real_words": args.real_words,
-                "timed": "image encoder + decoder (text encoder excluded)",
-                "total_wall_s": total,
-            },
-            "check": check,
-            "results": results,
-            "latency_over_eager": ratios,
-        }
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
-        print(f"wrote {args.json}")
+    meta = {**harness.settings(args, SETTINGS), "timed": "image encoder + decoder (text encoder excluded)"}
+    harness.finish(started, args.json, env, meta, check=check, results=results, latency_over_eager=ratios)
     return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = harness.make_parser(__doc__)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     ap.add_argument(
         "--precisions", nargs="+", choices=["fp32", "bf16"], default=None, help="default: fp32 bf16 (--quick: fp32)"
     )
-    ap.add_argument("--warmup", type=int, default=1, help="untimed forwards before timing (default 1)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed forwards; the median is reported (default 3)")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    harness.add_run_options(ap, runs="forward", repeats=3, repeats_help="default 3", seed=False)
     ap.add_argument("--size", type=int, default=480, help="square image side (default 480)")
     ap.add_argument("--preset", default="base", choices=["tiny", "small", "base", "large"])
     ap.add_argument("--window", type=int, default=12)
-    ap.add_argument("--text-len", type=int, default=20, help="words per expression (default 20)")
-    ap.add_argument("--real-words", type=int, default=12, help="unmasked words per expression (default 12)")
-    ap.add_argument("--json", default=None, help="also write all numbers to this JSON file")
     ap.add_argument(
         "--impl", choices=[*IMPLS, "all"], default="all",
         help="ours (exact, the model's default), winograd (ours + Winograd decoder convolutions, as `lavt predict`), "
         "eager (the official computational structure), or all (default)",
-    )
+    )  # fmt: skip
     ap.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: preset tiny, size 224, batch 1 and 2, 1 repeat, fp32 unless --precisions is given",
     )
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-check", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.preset, args.size, args.batch_sizes, args.repeats = "tiny", 224, [1, 2], 1
-    if args.precisions is None:
-        args.precisions = ["fp32"] if args.quick else ["fp32", "bf16"]
-    if args.repeats < 1 or args.warmup < 0 or min(args.batch_sizes) < 1:
-        ap.error("need --repeats >= 1, --warmup >= 0 and positive batch sizes")
-    if not 1 <= args.real_words <= args.text_len:
-        ap.error("--real-words must be between 1 and --text-len")
+    harness.fill_defaults(args, {"precisions": ["fp32"] if args.quick else ["fp32", "bf16"]})
+    harness.check_options(ap, args, positive="batch_sizes size")
     if args.child and (args.impl == "all" or len(args.batch_sizes) != 1 or len(args.precisions) != 1):
         ap.error("--child runs exactly one (impl, batch, precision)")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.child_check:
-        run_check_child(args)
-        return 0
-    if args.child:
-        run_child(args)
-        return 0
-    return run_parent(args)
+    return harness.dispatch(parse_args(argv), run_parent, child_check=run_check_child, child=run_child)
 
 
 if __name__ == "__main__":

@@ -37,36 +37,16 @@ Run ``python benchmarks/bench_train.py --help`` for the options; see benchmarks/
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is not a package
+import harness  # noqa: E402  (torch-free: the parent must not import torch, see harness.py)
 
-# Shared helpers of the inference benchmark (benchmarks/ is not a package). Importing it is cheap
-# and does not import torch: like there, the parent process never imports torch, because a
-# child started by fork/vfork + exec inherits the parent's RSS high-water mark in ru_maxrss.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_inference import (  # noqa: E402
-    RESULT_PREFIX,
-    children_cpu_seconds,
-    cpu_busy_jiffies,
-    cpu_flags,
-    cpu_model,
-    current_rss_kib,
-    emit,
-    fmt_secs,
-    log,
-    max_rss_kib,
-    reset_peak_rss,
-    self_cpu_seconds,
-)
+harness.stay_offline()
 
 CONFIGS = {  # name -> (precision, activation checkpointing)
     "fp32": ("fp32", False),
@@ -122,12 +102,12 @@ def run_child(args: argparse.Namespace) -> None:
 
     import lavt.models.encoder as encoder_mod
     from lavt.engine.config import load_run_config
-    from lavt.engine.trainer import autocast, freeze_untrained, param_groups, poly_schedule
+    from lavt.engine.build import freeze_untrained, param_groups, poly_schedule
+    from lavt.runtime.precision import autocast
     from lavt.engine.losses import build_loss
     from lavt.models.text import trim_padding
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    harness.set_threads(args.threads)
     name = args.configs[0]
     precision, ckpt = CONFIGS[name]
     tag = f"[{name} b={args.batch}]"
@@ -147,7 +127,7 @@ def run_child(args: argparse.Namespace) -> None:
 
     encoder_mod.checkpoint = counting_checkpoint
 
-    rss_before = current_rss_kib()
+    memory = harness.PeakRSS()
     t0 = time.perf_counter()
     model = build_model(cfg, args.text_encoder).to(device)
     freeze_untrained(model, cfg)  # as Trainer.__init__
@@ -158,24 +138,18 @@ def run_child(args: argparse.Namespace) -> None:
     loss_fn = build_loss(t.loss)
     model.train()
     build_s = time.perf_counter() - t0
-    rss_built = current_rss_kib()
-    maxrss_build = max_rss_kib()
-    # Start the peak from here: a transient during import/build above the post-build RSS must not
-    # hide part of the training peak.
-    was_reset = reset_peak_rss()
-    maxrss_built = max_rss_kib()
-    # Baseline of every peak: RSS right after the build. With the reset, ru_maxrss only knows peaks
-    # from after that point (and is reset again at every phase boundary below, so the peak of each
-    # phase is known too); without it, fall back to the (conservative) ru_maxrss delta.
-    baseline = rss_built if was_reset else maxrss_built
+    # Every peak below is over the RSS right after this build; the high-water mark is restarted at
+    # every phase boundary too, so the peak of each phase is known.
+    memory.built()
 
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_text = sum(p.numel() for p in model.text_encoder.parameters())
     n_text_trainable = sum(p.numel() for p in model.text_encoder.parameters() if p.requires_grad)
-    log(
+    harness.log(
         f"    {tag} built in {build_s:.1f} s: {n_params / 1e6:.1f} M parameters ({n_trainable / 1e6:.1f} M trained; "
-        f"text encoder {n_text / 1e6:.1f} M, {n_text_trainable / 1e6:.1f} M trained), RSS {rss_built / 1024:.0f} MiB"
+        f"text encoder {n_text / 1e6:.1f} M, {n_text_trainable / 1e6:.1f} M trained), "
+        f"RSS {memory.after_build_kib / 1024:.0f} MiB"
     )
 
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -187,13 +161,6 @@ def run_child(args: argparse.Namespace) -> None:
     input_ids[:, args.real_words :] = 0  # [PAD], as the tokenizer pads
     input_ids, attention_mask = trim_padding(input_ids, attention_mask)  # as train_step does
     target = torch.randint(0, 2, (b, s, s), generator=g)
-
-    def phase_peak() -> float:
-        """Peak RSS (MiB over the post-build RSS) since the last call; restarts the high-water mark."""
-        peak = max(0, max_rss_kib() - baseline) / 1024
-        if was_reset:
-            reset_peak_rss()
-        return peak
 
     # Allocator-independent measure of the activation memory: the bytes of the distinct tensor
     # storages autograd saves for backward during the forward (parameters excluded; autocast's bf16
@@ -212,7 +179,7 @@ def run_child(args: argparse.Namespace) -> None:
 
     def train_step(n: int) -> tuple[float, dict[str, float], dict[str, float]]:
         """Trainer.train_step on the first ``n`` samples: (loss, seconds per phase, peak MiB per phase)."""
-        phase_peak()
+        memory.phase_peak_mib()
         saved.clear()
         t_a = time.perf_counter()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
@@ -220,15 +187,15 @@ def run_child(args: argparse.Namespace) -> None:
                 logits = model(image[:n], input_ids[:n], attention_mask[:n])
             loss = loss_fn(logits.float(), target[:n])
         t_b = time.perf_counter()
-        peak_fwd = phase_peak()
+        peak_fwd = memory.phase_peak_mib()
         loss.backward()
         t_c = time.perf_counter()
-        peak_bwd = phase_peak()
+        peak_bwd = memory.phase_peak_mib()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         t_d = time.perf_counter()
-        peak_opt = phase_peak()
+        peak_opt = memory.phase_peak_mib()
         secs = {"forward_loss_s": t_b - t_a, "backward_s": t_c - t_b, "optimizer_s": t_d - t_c}
         peaks = {"forward_loss": peak_fwd, "backward": peak_bwd, "optimizer": peak_opt}
         peaks["saved_for_backward"] = sum(saved.values()) / 2**20
@@ -236,52 +203,40 @@ def run_child(args: argparse.Namespace) -> None:
         return loss.item(), secs, peaks
 
     peak_by_phase_keys = ("forward_loss", "backward", "optimizer")
-    hz = os.sysconf("SC_CLK_TCK")
-    times: list[float] = []
+    runs = harness.Repeats(args.warmup, args.repeats, timed_word="step")
     phases: list[dict[str, float]] = []
     step_peaks: list[dict[str, float]] = []  # peak MiB over build per phase, timed steps
     warmup_peaks: list[dict[str, float]] = []
-    other_cores: list[float] = []  # CPU time other processes took during each timed step
     losses: list[float] = []
-    warmup_times: list[float] = []
     rss_after_warmup = None
     ckpt_calls_per_step: list[int] = []
-    for i in range(args.warmup + args.repeats):
-        warm = i < args.warmup
-        n = args.warmup_batch if warm else b
-        busy0, _ = cpu_busy_jiffies()
-        own0 = self_cpu_seconds()
+    for run in runs:
+        n = args.warmup_batch if run.warmup else b
         calls0 = ckpt_calls[0]
-        t_step = time.perf_counter()
-        loss, secs, peaks = train_step(n)
-        dt = time.perf_counter() - t_step
+        with run.timed():
+            loss, secs, peaks = train_step(n)
+        dt = run.seconds
         fwd, bwd, opt = secs["forward_loss_s"], secs["backward_s"], secs["optimizer_s"]
-        busy1, _ = cpu_busy_jiffies()
-        other = max(0.0, (busy1 - busy0) / hz - (self_cpu_seconds() - own0)) / dt
-        kind = f"warmup {i + 1}/{args.warmup} (batch {n})" if warm else f"step {i - args.warmup + 1}/{args.repeats}"
-        log(
-            f"    {tag} {kind}: {dt:.1f} s (forward+loss {fwd:.1f}, backward {bwd:.1f}, optimizer {opt:.2f}; "
-            f"{dt / n:.2f} s/image; loss {loss:.4f}; peak +{max(peaks[k] for k in peak_by_phase_keys):.0f} MiB, "
-            f"saved for backward {peaks['saved_for_backward']:.0f} MiB; other processes: {other:.2f} cores)"
+        harness.log(
+            f"    {tag} {run.label}{f' (batch {n})' if run.warmup else ''}: {dt:.1f} s (forward+loss {fwd:.1f}, "
+            f"backward {bwd:.1f}, optimizer {opt:.2f}; {dt / n:.2f} s/image; loss {loss:.4f}; peak "
+            f"+{max(peaks[k] for k in peak_by_phase_keys):.0f} MiB, saved for backward "
+            f"{peaks['saved_for_backward']:.0f} MiB; other processes: {run.other_cores:.2f} cores)"
         )
-        if warm:
-            warmup_times.append(dt)
+        if run.warmup:
             warmup_peaks.append(peaks)
-            if i == args.warmup - 1:
-                rss_after_warmup = current_rss_kib()
+            rss_after_warmup = harness.current_rss_kib()  # the last warm-up step's is kept
             continue
-        times.append(dt)
         phases.append(secs)
         step_peaks.append(peaks)
-        other_cores.append(other)
         losses.append(loss)
         ckpt_calls_per_step.append(ckpt_calls[0] - calls0)
     encoder_mod.checkpoint = orig_checkpoint
     peak_by_phase = {k: max(p[k] for p in warmup_peaks + step_peaks) for k in peak_by_phase_keys}
     peak_over_build = max(peak_by_phase.values())
     saved_mib = statistics.median(p["saved_for_backward"] for p in step_peaks)
-    median = statistics.median(times)
-    emit(
+    median = runs.median
+    harness.emit(
         {
             "config": name,
             "precision": precision,
@@ -292,35 +247,27 @@ def run_child(args: argparse.Namespace) -> None:
             "window": args.window,
             "text_encoder": args.text_encoder,
             "text_encoder_attention": getattr(model.text_encoder.config, "_attn_implementation", None),
-            "env": {
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "capability": torch.backends.cpu.get_cpu_capability(),
-            },
-            "times_s": times,
+            "env": harness.torch_env(),
+            "times_s": runs.times,
             "phases_s": phases,
             "median_step_s": median,
-            "min_step_s": min(times),
+            "min_step_s": min(runs.times),
             "s_per_image": median / b,
             "median_forward_loss_s": statistics.median(p["forward_loss_s"] for p in phases),
             "median_backward_s": statistics.median(p["backward_s"] for p in phases),
             "median_optimizer_s": statistics.median(p["optimizer_s"] for p in phases),
-            "warmup_times_s": warmup_times,
+            "warmup_times_s": runs.warmup_times,
             "warmup_batch": args.warmup_batch,
             "losses": losses,
-            "other_cpu_cores_per_step": other_cores,
+            "other_cpu_cores_per_step": runs.other_cores,
             "checkpointed_block_calls_per_step": ckpt_calls_per_step,
             "peak_over_build_mib": peak_over_build,
             "peak_over_build_by_phase_mib": peak_by_phase,
             "saved_for_backward_mib": saved_mib,
             "peak_over_build_per_timed_step_mib": step_peaks,
             "peak_over_build_per_warmup_step_mib": warmup_peaks,
-            "peak_rss_mib": max(maxrss_build, baseline + peak_over_build * 1024) / 1024,  # incl. the build
-            "peak_rss_reset_after_build": was_reset,
-            "rss_before_build_mib": rss_before / 1024,
-            "rss_after_build_mib": rss_built / 1024,
-            "build_rss_mib": (rss_built - rss_before) / 1024,
-            "maxrss_at_end_of_build_mib": maxrss_build / 1024,
+            "peak_rss_mib": memory.peak_rss_mib(peak_over_build),  # incl. the build
+            **memory.build_report(),
             "rss_after_warmup_mib": None if rss_after_warmup is None else rss_after_warmup / 1024,
             "build_s": build_s,
             "params_m": n_params / 1e6,
@@ -333,53 +280,20 @@ def run_child(args: argparse.Namespace) -> None:
 
 
 # =========================================================================================
-# parent (no torch import: see the note at the bench_inference import)
+# parent (no torch import: see harness.py)
 # =========================================================================================
-def child_flags(args: argparse.Namespace, config: str) -> list[str]:
-    flags = [
-        "--child", "--configs", config,
-        "--batch", str(args.batch), "--size", str(args.size), "--preset", args.preset, "--window", str(args.window),
-        "--text-encoder", args.text_encoder, "--warmup", str(args.warmup), "--warmup-batch", str(args.warmup_batch),
-        "--repeats", str(args.repeats), "--text-len", str(args.text_len), "--real-words", str(args.real_words),
-        "--seed", str(args.seed),
-    ]  # fmt: skip
-    if args.threads:
-        flags += ["--threads", str(args.threads)]
-    return flags
-
-
-def spawn(flags: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Run this script as a child; returns its result and what else the CPUs did meanwhile."""
-    busy0, _ = cpu_busy_jiffies()
-    child0 = children_cpu_seconds()
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *flags], stdout=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - t0
-    busy1, _ = cpu_busy_jiffies()
-    child_cpu = children_cpu_seconds() - child0
-    other = max(0.0, (busy1 - busy0) / os.sysconf("SC_CLK_TCK") - child_cpu) / wall if wall > 0 else 0.0
-    diag: dict[str, Any] = {"wall_s": wall, "child_cpu_s": child_cpu, "other_cpu_cores": other, "exit": proc.returncode}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        why = f"exit {proc.returncode}"
-        if proc.returncode < 0:
-            why = f"killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9 else "")
-        log(f"ERROR: child {' '.join(flags)} failed ({why})")
-        if proc.stdout.strip():
-            log(proc.stdout)
-        diag["error"] = why
-        return None, diag
-    return json.loads(lines[-1][len(RESULT_PREFIX) :]), diag
+SETTINGS = "preset window size batch text_encoder warmup warmup_batch repeats text_len real_words seed"  # in the report
+CHILD_OPTIONS = f"{SETTINGS} threads"  # passed on to every child
+TIMED = "one optimizer step: forward (text encoder + image LAVT) + CE loss + backward + AdamW + zero_grad"
+CONTENTION = harness.Contention("other_cpu_cores_per_step", "the timed steps")
 
 
 def run_parent(args: argparse.Namespace) -> int:
-    t_start = time.perf_counter()
     name, lang_dim = TEXT_ENCODERS[args.text_encoder]
     header = [
         f"# LAVT training-step benchmark: Swin-{args.preset} window {args.window}, {args.size}x{args.size}, "
         f"batch {args.batch}, CPU, random weights",
-        f"CPU: {cpu_model()} ({os.cpu_count()} logical cores; flags: {cpu_flags()}) | python "
-        f"{platform.python_version()} | {platform.platform()}",
+        harness.machine_line(),
         f"Text encoder: {args.text_encoder} ({name} architecture, width {lang_dim}, random init), "
         f"{args.text_len} tokens per expression ({args.real_words} real); text-encoder layers 0-9 trained (official "
         f"recipe; MiniLM has 6), embeddings frozen.",
@@ -389,60 +303,52 @@ def run_parent(args: argparse.Namespace) -> int:
         "Peak MiB over build = peak RSS (ru_maxrss, high-water mark reset after building model + optimizer and at "
         "every phase boundary) minus the RSS right after that build; every configuration runs in a fresh process.",
     ]
-    for line in header:
-        print(line, flush=True)
-
-    results: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    for idx, config in enumerate(args.configs, 1):
-        log(f"[{idx}/{len(args.configs)}] {config} batch={args.batch} (elapsed {fmt_secs(time.perf_counter() - t_start)})")
-        res, diag = spawn(child_flags(args, config))
-        if res is None:
-            failed.append({"config": config, "diagnostics": diag})
-            continue
-        res["diagnostics"] = diag
-        results.append(res)
-        log(
-            f"    -> {res['median_step_s']:.1f} s/step, {res['s_per_image']:.2f} s/image, peak "
-            f"+{res['peak_over_build_mib']:.0f} MiB over build ({res['peak_rss_mib']:.0f} MiB RSS); other processes "
-            f"used up to {max(res['other_cpu_cores_per_step']):.2f} cores during the timed steps"
-        )
-    if not results:
-        print("ERROR: every configuration failed.", file=sys.stderr)
-        return 1
-
-    env = results[0]["env"]
-    print(
-        f"torch {env['torch']} | threads {env['threads']} | ATen capability {env['capability']} | text encoder "
-        f"attention: {results[0]['text_encoder_attention']}"
+    meta = {**harness.settings(args, SETTINGS), "timed": TIMED}
+    return harness.run_configs_parent(
+        __file__, args, header, meta, CHILD_OPTIONS, CONTENTION, progress, report, detail=f"batch={args.batch}"
     )
-    print(
-        "\n| config | s/step (median) | s/image | forward+loss s | backward s | optimizer s | peak MiB over build "
-        "| peak RSS MiB | other procs' CPU, cores (max) |"
+
+
+def progress(r: dict[str, Any]) -> str:
+    """One configuration's outcome, on the progress stream."""
+    return (
+        f"{r['median_step_s']:.1f} s/step, {r['s_per_image']:.2f} s/image, peak +{r['peak_over_build_mib']:.0f} "
+        f"MiB over build ({r['peak_rss_mib']:.0f} MiB RSS)"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(
-            f"| {r['config']} | {r['median_step_s']:.2f} | {r['s_per_image']:.3f} | {r['median_forward_loss_s']:.2f} "
-            f"| {r['median_backward_s']:.2f} | {r['median_optimizer_s']:.2f} | {r['peak_over_build_mib']:.0f} "
-            f"| {r['peak_rss_mib']:.0f} | {max(r['other_cpu_cores_per_step']):.2f} |"
-        )
-    for f in failed:
-        print(f"| {f['config']} | FAILED: {f['diagnostics']['error']} | | | | | | | |")
+
+
+def report(results: list[dict[str, Any]], failed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The time and memory tables, parameter counts, and what checkpointing and bf16 change."""
+    print(f"text encoder attention: {results[0]['text_encoder_attention']}")
+    print()
+    harness.print_table(
+        ["config", "s/step (median)", "s/image", "forward+loss s", "backward s", "optimizer s", "peak MiB over build",
+         "peak RSS MiB", "other procs' CPU, cores (max)"],
+        "lrrrrrrrr",
+        [
+            [r["config"], f"{r['median_step_s']:.2f}", f"{r['s_per_image']:.3f}", f"{r['median_forward_loss_s']:.2f}",
+             f"{r['median_backward_s']:.2f}", f"{r['median_optimizer_s']:.2f}", f"{r['peak_over_build_mib']:.0f}",
+             f"{r['peak_rss_mib']:.0f}", f"{CONTENTION.most(r):.2f}"]
+            for r in results
+        ]
+        + [[f["config"], f"FAILED: {f['diagnostics']['error']}", *[""] * 7] for f in failed],
+    )  # fmt: skip
     print(
         "\nMemory detail, MiB: peak RSS over build in each phase (max over all steps; the overall peak is the "
         "largest), RSS over build after the warm-up step(s), and the tensors autograd saved for backward in a "
         "timed forward (storage bytes, parameters excluded; allocator-independent):\n"
     )
-    print("| config | peak in forward+loss | peak in backward | peak in optimizer step | RSS after warm-up | saved for backward |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        ph, warm = r["peak_over_build_by_phase_mib"], r["rss_after_warmup_mib"]
-        warm_txt = "-" if warm is None else f"{warm - r['rss_after_build_mib']:.0f}"
-        print(
-            f"| {r['config']} | {ph['forward_loss']:.0f} | {ph['backward']:.0f} | {ph['optimizer']:.0f} | {warm_txt} "
-            f"| {r['saved_for_backward_mib']:.0f} |"
-        )
+    harness.print_table(
+        ["config", "peak in forward+loss", "peak in backward", "peak in optimizer step", "RSS after warm-up",
+         "saved for backward"],
+        "lrrrrr",
+        [
+            [r["config"], *(f"{r['peak_over_build_by_phase_mib'][k]:.0f}" for k in ("forward_loss", "backward", "optimizer")),
+             "-" if r["rss_after_warmup_mib"] is None else f"{r['rss_after_warmup_mib'] - r['rss_after_build_mib']:.0f}",
+             f"{r['saved_for_backward_mib']:.0f}"]
+            for r in results
+        ],
+    )  # fmt: skip
     r0 = results[0]
     print(
         f"\nModel: {r0['params_m']:.1f} M parameters, {r0['trainable_params_m']:.1f} M trained (text encoder "
@@ -455,12 +361,6 @@ def run_parent(args: argparse.Namespace) -> int:
         calls = r["checkpointed_block_calls_per_step"]
         if r["activation_checkpointing"] and not all(calls):
             print(f"WARNING: {r['config']}: activation checkpointing was requested but no block was checkpointed.")
-    busy = max(max(r["other_cpu_cores_per_step"]) for r in results)
-    if busy > 0.2:
-        print(
-            f"WARNING: other processes used up to {busy:.2f} CPU cores during the timed steps (last column): "
-            f"those times are inflated; rerun on an idle machine for clean numbers."
-        )
 
     by_name = {r["config"]: r for r in results}
     print()
@@ -481,51 +381,15 @@ def run_parent(args: argparse.Namespace) -> int:
             ratio = bf["median_step_s"] / f32["median_step_s"]
             print(
                 f"bf16/fp32 step-time ratio{' with checkpointing' if suffix else ''}: {ratio:.2f} "
-                f"({'bf16 SLOWER than fp32' if ratio > 1 else 'bf16 faster'}); peak over build "
+                f"({harness.bf16_verdict(ratio)}); peak over build "
                 f"{f32['peak_over_build_mib']:.0f} (fp32) vs {bf['peak_over_build_mib']:.0f} MiB (bf16)"
             )
-    total = time.perf_counter() - t_start
-    print(f"\nTotal wall time {fmt_secs(total)} (parent peak RSS {max_rss_kib() / 1024:.0f} MiB).", flush=True)
-
-    if args.json:
-        payload = {
-            "meta": {
-                **env,
-                "cpu": cpu_model(),
-                "cpu_flags": cpu_flags(),
-                "logical_cores": os.cpu_count(),
-                "argv": sys.argv[1:],
-                "preset": args.preset,
-                "window": args.window,
-                "size": args.size,
-                "batch": args.batch,
-                "text_encoder": args.text_encoder,
-                "warmup": args.warmup,
-                "warmup_batch": args.warmup_batch,
-                "repeats": args.repeats,
-                "text_len": args.text_len,
-                "real_words": args.real_words,
-                "seed": args.seed,
-                "timed": "one optimizer step: forward (text encoder + image LAVT) + CE loss + backward + AdamW + zero_grad",
-                "total_wall_s": total,
-            },
-            "results": results,
-            "failed": failed,
-        }
-        with open(args.json, "w") as fh:
-            json.dump(payload, fh, indent=2)
-        print(f"wrote {args.json}")
-    return 1 if failed else 0
+    return {}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--configs",
-        default=None,
-        help=f"comma-separated subset of {','.join(CONFIGS)} (default: all four; --quick: fp32,fp32+ckpt)",
+    ap = harness.make_parser(
+        __doc__, configs_help=f"comma-separated subset of {','.join(CONFIGS)} (default: all four; --quick: fp32,fp32+ckpt)"
     )
     ap.add_argument("--batch", type=int, default=None, help="batch size of the timed steps (default 8; --quick 2)")
     ap.add_argument("--size", type=int, default=None, help="square image side (default 480; --quick 224)")
@@ -534,52 +398,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--text-encoder", default=None, choices=list(TEXT_ENCODERS), help="default bert-base (--quick minilm)"
     )
-    ap.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
+    harness.add_run_options(ap, runs="step", repeats=1, repeats_help="default 1")
     ap.add_argument(
         "--warmup-batch", type=int, default=1, help="batch of the warm-up steps (default 1: pays one-time costs cheaply)"
     )
-    ap.add_argument("--repeats", type=int, default=1, help="timed steps; the median is reported (default 1)")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
-    ap.add_argument("--text-len", type=int, default=20, help="tokens per expression (default 20)")
-    ap.add_argument("--real-words", type=int, default=12, help="unmasked tokens per expression (default 12)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="also write all numbers to this JSON file")
     ap.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: preset tiny, window 7, 224x224, batch 2, MiniLM, fp32 and fp32+ckpt unless --configs is given",
     )
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    defaults = (
+    harness.fill_defaults(
+        args,
         dict(preset="tiny", window=7, size=224, batch=2, text_encoder="minilm", configs="fp32,fp32+ckpt")
         if args.quick
-        else dict(preset="base", window=12, size=480, batch=8, text_encoder="bert-base", configs=",".join(CONFIGS))
+        else dict(preset="base", window=12, size=480, batch=8, text_encoder="bert-base", configs=",".join(CONFIGS)),
     )
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in args.configs if c not in CONFIGS]
-    if unknown or not args.configs:
-        ap.error(f"--configs: unknown {unknown or 'empty list'}; choose from {','.join(CONFIGS)}")
-    if args.repeats < 1 or args.warmup < 0 or args.batch < 1 or args.size < 1:
-        ap.error("need --repeats >= 1, --warmup >= 0 and a positive --batch and --size")
+    harness.check_options(ap, args, positive="batch size", configs=CONFIGS)
     if not 1 <= args.warmup_batch <= args.batch:
         ap.error("--warmup-batch must be between 1 and --batch")
-    if not 1 <= args.real_words <= args.text_len:
-        ap.error("--real-words must be between 1 and --text-len")
-    if args.child and len(args.configs) != 1:
-        ap.error("--child runs exactly one configuration")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.child:
-        run_child(args)
-        return 0
-    return run_parent(args)
+    return harness.dispatch(parse_args(argv), run_parent, child=run_child)
 
 
 if __name__ == "__main__":

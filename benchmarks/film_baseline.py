@@ -11,7 +11,7 @@ slower a Swin trained from scratch learns than a conv net (measured: benchmarks/
 
 Same as the demo: configs/demo.yaml (data, image size, batch, epochs, AdamW lr / weight decay,
 polynomial decay per step, Dice loss), the trainer's seeded epoch order and sentence draws, the
-frozen text encoder with cached word features, and ``lavt.engine.trainer.evaluate`` (official
+frozen text encoder with cached word features, and ``lavt.evaluation.protocols.evaluate`` (official
 protocol) on val.
 
     python benchmarks/film_baseline.py [--val-max 600] [--data-root DIR] [--json out.json] [section.key=value ...]
@@ -24,7 +24,6 @@ thread count unless ``--threads``); prints val oIoU overall and per expression t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -34,6 +33,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is not a package
+import harness  # noqa: E402
 
 
 class FiLMSegmenter(nn.Module):
@@ -97,8 +99,9 @@ def train_and_evaluate(data_root: Path, overrides: list[str], val_max: int | Non
 
     from lavt.data.refer import collate_refer
     from lavt.apps.demo import demo_config
-    from lavt.engine.distributed import DistEnv
-    from lavt.engine.trainer import EpochSampler, TextFeatureCache, build_datasets, evaluate, poly_schedule
+    from lavt.runtime.distributed import DistEnv
+    from lavt.engine.build import EpochSampler, TextFeatureCache, build_datasets, poly_schedule
+    from lavt.evaluation.protocols import evaluate
     from lavt.engine.losses import build_loss
     from lavt.models.text import Tokenizer, build_text_encoder, resolve_text_encoder, trim_padding
 
@@ -161,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    harness.set_threads(args.threads)
+    print(harness.machine_line(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_root or Path(tmp) / "data"
         r = train_and_evaluate(root, args.overrides, args.val_max, Path(tmp) / "run")
@@ -171,11 +174,10 @@ def main(argv: list[str] | None = None) -> int:
           f"in {r['train_seconds'] / 60:.1f} min on {r['threads']} thread(s): val oIoU {r['val']['oIoU']:.1f} "
           f"(mIoU {r['val']['mIoU']:.1f}; {types})")
     if args.json:
-        args.json.write_text(json.dumps(r, indent=2))
+        harness.write_json(args.json, {**r, "machine": harness.machine_meta()})
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    harness.stay_offline()
     sys.exit(main())

@@ -19,7 +19,6 @@ Prints one line per size; ``--json`` writes the numbers too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,6 +26,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is not a package
+import harness  # noqa: E402
 
 STRIDE = 4  # LAVT's decoder output stride
 
@@ -100,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{size} px (logits {size // STRIDE}x{size // STRIDE}), {len(masks)} val referents: "
                   f"pooled ground truth {r['pooled']:.1f} oIoU, best 1/4-size logits {r['best_logits']:.1f} oIoU")
     if args.json:
-        args.json.write_text(json.dumps({"oIoU": rows}, indent=2))
+        harness.write_json(args.json, {"oIoU": rows})
     return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    harness.stay_offline()
     sys.exit(main())

@@ -17,23 +17,20 @@ from PIL import Image
 h5py = pytest.importorskip("h5py")
 scipy_io = pytest.importorskip("scipy.io")
 
-from lavt.data.a2d import (  # noqa: E402
-    A2DSample,
-    A2DSentences,
-    JHMDBSentences,
+from dataset_fixtures import built_once, fresh_copy, one_line  # noqa: E402
+
+from lavt.data.a2d import A2DSample, A2DSentences, build_a2d_samples, read_a2d_masks, read_a2d_samples  # noqa: E402
+from lavt.data.annotated_frame import (  # noqa: E402
     annotated_position,
-    build_a2d_samples,
-    collate_video,
     consecutive_window,
     evaluate_annotated_frames,
-    read_a2d_masks,
-    read_a2d_samples,
     score_annotated_batch,
     score_annotated_frame,
 )
+from lavt.data.jhmdb import JHMDBSentences  # noqa: E402
 from lavt.data.refer import DatasetError  # noqa: E402
 from lavt.data.transforms import resize_mask  # noqa: E402
-from lavt.data.ytvos import sample_clip_indices  # noqa: E402
+from lavt.data.ytvos import collate_video, sample_clip_indices  # noqa: E402
 from lavt.errors import ConfigError, InputError  # noqa: E402
 
 H, W = 48, 64  # A2D fixture frames (non-square, so a missing transpose cannot go unnoticed)
@@ -122,22 +119,8 @@ def build_a2d(root: Path, layout: str = "mttr", with_json: bool = True) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def a2d_root(tmp_path_factory) -> Path:
-    return build_a2d(tmp_path_factory.mktemp("a2d"))
-
-
-@pytest.fixture
-def fresh_a2d(a2d_root, tmp_path) -> Path:
-    return Path(shutil.copytree(a2d_root, tmp_path / "a2d"))
-
-
-def one_line(err: pytest.ExceptionInfo, *parts: object) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    for p in parts:
-        assert str(p) in msg, (p, msg)
-    return msg
+a2d_root = built_once(build_a2d, "a2d")
+fresh_a2d = fresh_copy("a2d_root", "a2d")
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,9 +486,7 @@ def build_jhmdb(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def jhmdb_root(tmp_path_factory) -> Path:
-    return build_jhmdb(tmp_path_factory.mktemp("jhmdb"))
+jhmdb_root = built_once(build_jhmdb, "jhmdb")
 
 
 def test_jhmdb_metadata_samples_and_items(jhmdb_root):

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataset_fixtures import built_once, fresh_copy
 from test_refer import build_fixture  # test_refer skips without pycocotools
 
 import lavt.data.davis as davis_mod
 import lavt.data.refer as refer_mod
-import lavt.data.ytvos as ytvos_mod
+import lavt.data.ytvos_index as ytvos_mod
 from lavt.apps.cli import main
 from lavt.data.check import PUBLISHED_A2D, PUBLISHED_JHMDB, check_dataset
 from lavt.data.refer import DatasetError
@@ -36,14 +37,8 @@ FIXTURE_SIZES = {
 IMG2 = "images/mscoco/images/train2014/COCO_train2014_000000000002.jpg"
 
 
-@pytest.fixture(scope="module")
-def refer_root(tmp_path_factory) -> Path:
-    return build_fixture(tmp_path_factory.mktemp("refer_data"))
-
-
-@pytest.fixture
-def fresh_refer(refer_root, tmp_path) -> Path:
-    return Path(shutil.copytree(refer_root, tmp_path / "refer"))
+refer_root = built_once(build_fixture, "refer_data")
+fresh_refer = fresh_copy("refer_root", "refer")
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+import dataset_fixtures
+from dataset_fixtures import built_once, fresh_copy, one_line
+
 from lavt.data.davis import (
     EXPRESSION_SETS,
     DAVISIndex,
@@ -120,33 +123,12 @@ def build(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return build(tmp_path_factory.mktemp("ref-davis"))
+root = built_once(build, "ref-davis")
+fresh_root = fresh_copy("root", "copy")
 
 
-@pytest.fixture
-def fresh_root(root, tmp_path) -> Path:
-    return Path(shutil.copytree(root, tmp_path / "copy"))
-
-
-class FakeTokenizer:
-    def __call__(self, texts):
-        ids = torch.zeros(len(texts), 6, dtype=torch.int64)
-        mask = torch.zeros(len(texts), 6, dtype=torch.int64)
-        for i, t in enumerate(texts):
-            toks = [101] + [1000 + len(w) for w in t.split()][:4] + [102]
-            ids[i, : len(toks)] = torch.tensor(toks)
-            mask[i, : len(toks)] = 1
-        return ids, mask
-
-
-def one_line(err: pytest.ExceptionInfo, *parts: object) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    for p in parts:
-        assert str(p) in msg, (p, msg)
-    return msg
+class FakeTokenizer(dataset_fixtures.FakeTokenizer):
+    length = 6  # 101, up to 4 words, 102
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +393,7 @@ class BackgroundModel(torch.nn.Module):
 
 
 def test_engine_video_evaluation_runs_unchanged(root):
-    from lavt.engine.trainer import evaluate_video
+    from lavt.evaluation.protocols import evaluate_video
 
     ds = ReferDAVIS17(root, image_size=S, tokenizer=FakeTokenizer())
     result = evaluate_video(BackgroundModel(), ds, progress=False)

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_refer import build_fixture
 
+from lavt.engine.build import param_groups, poly_schedule
 from lavt.engine.config import load_run_config
-from lavt.engine.trainer import Trainer, _collate, param_groups, poly_schedule
+from lavt.engine.trainer import Trainer
 from lavt.errors import CheckpointError, ConfigError
 from lavt.models.text import resolve_text_encoder
-from test_refer import build_fixture
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +171,7 @@ def test_training_cuts_token_padding_to_the_longest_expression(data_root, tmp_pa
 
 def test_text_feature_cache_ignores_the_batch_padding_length(quiet_encoder):
     from lavt.config import LAVTConfig, TextEncoderConfig
-    from lavt.engine.trainer import TextFeatureCache
+    from lavt.engine.build import TextFeatureCache
     from lavt.models.lavt import LAVT
     from lavt.models.text import Tokenizer, trim_padding
 
@@ -329,8 +330,10 @@ def test_bf16_training_on_a_cpu_without_fast_bf16_warns(data_root, tmp_path, mon
 
 def test_eval_runs_the_model_at_its_own_input_size(data_root, tmp_path):
     from lavt.data.refer import ReferSegmentation
-    from lavt.engine.trainer import evaluate, evaluate_checkpoint, make_tokenizer
+    from lavt.engine.build import make_tokenizer
+    from lavt.engine.evaluate import evaluate_checkpoint
     from lavt.errors import InputSizeWarning
+    from lavt.evaluation.protocols import evaluate
     from lavt.models.lavt import LAVT
 
     Trainer(load_run_config(None, overrides(data_root, tmp_path / "run", **{"train.max_steps": 1,

@@ -89,7 +89,7 @@ def test_joint_images_are_one_frame_samples_unless_clip_len_is_set(tmp_path):
     import dataclasses
 
     from lavt.engine.config import load_run_config
-    from lavt.engine.trainer import build_datasets, make_tokenizer
+    from lavt.engine.build import build_datasets, make_tokenizer
     from lavt.models.lavt import LAVT
 
     img, vid = tmp_path / "img", tmp_path / "vid"

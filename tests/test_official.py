@@ -26,11 +26,10 @@ from lavt.models.swin import WindowAttention2d
 from lavt.weights.official import (
     convert_image_state_dict,
     infer_config,
-    init_backbone_from_swin,
     load_official_checkpoint,
     split_official_checkpoint,
-    swin_checkpoint_config,
 )
+from lavt.weights.swin import init_backbone_from_swin, swin_checkpoint_config
 
 PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"  # shared/ sits beside the repo
 FIXTURE = PARITY / "lavt_ris_tiny_w7.pth"
@@ -512,7 +511,7 @@ def test_init_backbone_from_swin(wrapping, tmp_path, caplog):
         torch.save({"state_dict": sd, "meta": {}}, arg)
         expected_ignored |= {"norm0.weight", "decode_head.conv_seg.weight"}
 
-    with caplog.at_level(logging.INFO, logger="lavt.weights.official"):
+    with caplog.at_level(logging.INFO, logger="lavt.weights.swin"):
         report = init_backbone_from_swin(target, arg)
 
     after = target.state_dict()
@@ -527,7 +526,7 @@ def test_init_backbone_from_swin(wrapping, tmp_path, caplog):
     assert set(report["loaded"]) == swin_keys and len(report["loaded"]) == len(swin_keys)
     assert report["resized"] == [] and report["missing"] == []
     assert set(report["ignored"]) == expected_ignored
-    summary = [r.getMessage() for r in caplog.records if r.name == "lavt.weights.official"]
+    summary = [r.getMessage() for r in caplog.records if r.name == "lavt.weights.swin"]
     assert len(summary) == 1 and "initialised 117 Swin weights" in summary[0] and "\n" not in summary[0]
 
     with torch.no_grad():  # the initialised model runs at an odd size

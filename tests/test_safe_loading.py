@@ -19,14 +19,11 @@ from lavt.apps.cli import main  # noqa: E402
 from lavt.config import LAVTConfig, TextEncoderConfig  # noqa: E402
 from lavt.engine.checkpoint import load_training_checkpoint  # noqa: E402
 from lavt.errors import CheckpointError  # noqa: E402
-from lavt.models.lavt import LAVT  # noqa: E402
-from lavt.weights.official import (  # noqa: E402
-    inflate_image_lavt,
-    init_backbone_from_swin,
-    init_backbone_from_video_swin,
-    load_official_checkpoint,
-)
 from lavt.io.torch_files import load_torch_file, save_torch_atomic  # noqa: E402
+from lavt.models.lavt import LAVT  # noqa: E402
+from lavt.weights.inflate import inflate_image_lavt  # noqa: E402
+from lavt.weights.official import load_official_checkpoint  # noqa: E402
+from lavt.weights.swin import init_backbone_from_swin, init_backbone_from_video_swin  # noqa: E402
 from lavt.weights.unified import init_unified  # noqa: E402
 
 PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity" / "lavt_ris_tiny_w7.pth"

@@ -167,7 +167,7 @@ def test_bidirectional_pwam_updates_words_between_stages(video):
 
 def test_trainer_initialises_a_unified_model_from_image_and_video_models(tmp_path):
     from lavt.engine.config import load_run_config
-    from lavt.engine.trainer import build_model
+    from lavt.engine.build import build_model
 
     image = _randomise(LAVT(LAVTConfig(**DIMS)), 11)
     video = _randomise(LAVT(_video(pwam_structure=12)), 12)
@@ -193,7 +193,7 @@ def test_unified_paths_from_swin_and_video_swin_checkpoints():
     from test_official import swin_classification_state
     from test_video_init import kinetics_checkpoint
 
-    from lavt.weights.official import init_backbone_from_video_swin
+    from lavt.weights.swin import init_backbone_from_video_swin
     from lavt.weights.unified import init_unified_2d_from_swin
 
     unified = LAVT(_video(unified=True))

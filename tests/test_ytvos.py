@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from dataset_fixtures import FakeTokenizer, built_once, fresh_copy, one_line
+
 from lavt.data.refer import DatasetError
 from lavt.data.transforms import preprocess_image, resize_mask
 from lavt.data.ytvos import (
@@ -126,35 +128,8 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data))
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return build(tmp_path_factory.mktemp("ytvos"))
-
-
-@pytest.fixture
-def fresh_root(root, tmp_path) -> Path:
-    return Path(shutil.copytree(root, tmp_path / "copy"))
-
-
-class FakeTokenizer:
-    """Callable like lavt.models.text.Tokenizer: list of strings -> (input_ids, attention_mask)."""
-
-    def __call__(self, texts):
-        ids = torch.zeros(len(texts), 8, dtype=torch.int64)
-        mask = torch.zeros(len(texts), 8, dtype=torch.int64)
-        for i, t in enumerate(texts):
-            toks = [101] + [1000 + len(w) for w in t.split()][:6] + [102]
-            ids[i, : len(toks)] = torch.tensor(toks)
-            mask[i, : len(toks)] = 1
-        return ids, mask
-
-
-def one_line(err: pytest.ExceptionInfo, *parts: object) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    for p in parts:
-        assert str(p) in msg, (p, msg)
-    return msg
+root = built_once(build, "ytvos")
+fresh_root = fresh_copy("root", "copy")
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,39 +31,33 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_IMAGE_SIZE, Preprocessing, check_image_size
+from .config import (
+    OFFICIAL_IMAGE_SIZE,
+    Preprocessing,
+    check_image_size,
+)
 from .data.transforms import preprocess_image  # the one official input transform
+from .errors import (
+    ConfigError,
+    EmptyMaskWarning,
+    InputError,
+    InputSizeWarning,
+)
 from .io.images import load_image
-from .errors import CheckpointError, ConfigError, EmptyMaskWarning, InputError, InputSizeWarning
+from .io.inputs import model_source, validate_expressions
+from .io.videos import check_frame_names, load_video
 from .models.lavt import LAVT
-from .io.outputs import write_output_folder
 from .runtime.precision import warn_if_slow
-from .io.inputs import OFFICIAL_SUFFIXES, model_source, validate_expressions
-from .io.videos import load_video, write_gif, write_mp4
 
 PRECISIONS = ("fp32", "bf16")
 
-# Distinct, colour-blind-friendly-ish tints (Okabe-Ito, then a few more), cycled for K > 10.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 159, 0),
-    (86, 180, 233),
-    (0, 158, 115),
-    (240, 228, 66),
-    (0, 114, 178),
-    (213, 94, 0),
-    (204, 121, 167),
-    (255, 0, 0),
-    (0, 255, 255),
-    (148, 103, 189),
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +387,7 @@ def _video_frames(
         frames, names, source_fps = load_video(video, max_frames=max_frames)
         fps = source_fps if fps is None else fps
         if frame_names is not None:
-            names = _check_frame_names(frame_names, len(frames))
+            names = check_frame_names(frame_names, len(frames))
         return frames, names, fps
     if not isinstance(video, (list, tuple)):
         raise InputError(
@@ -405,7 +399,7 @@ def _video_frames(
     if not items:
         raise InputError("the video has no frames")
     frames = [load_image(f) for f in items]
-    names = _check_frame_names(frame_names, len(frames)) if frame_names is not None else [f"{i:05d}" for i in range(len(frames))]
+    names = check_frame_names(frame_names, len(frames)) if frame_names is not None else [f"{i:05d}" for i in range(len(frames))]
     for frame, name in zip(frames, names):
         if frame.size != frames[0].size:
             raise InputError(
@@ -415,194 +409,10 @@ def _video_frames(
     return frames, names, fps
 
 
-def _check_frame_names(names: Sequence[str], n: int) -> list[str]:
-    out = [str(x) for x in names]
-    if len(out) < n:
-        raise InputError(f"{len(out)} frame names for {n} frames")
-    out = out[:n]
-    for name in out:
-        if not name or name in (".", "..") or any(c in name for c in "/\\\x00"):
-            raise InputError(f"frame name {name!r} is not a plain file name")
-    if len(set(out)) != len(out):
-        raise InputError("frame names are not unique")
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Visualisation and saving
-# --------------------------------------------------------------------------------------------
-def _as_masks(masks: Any, size: tuple[int, int]) -> np.ndarray:
-    arr = np.asarray(masks.masks if isinstance(masks, Prediction) else masks)
-    if arr.ndim == 2:
-        arr = arr[None]
-    width, height = size
-    if arr.ndim != 3 or arr.shape[1:] != (height, width):
-        raise InputError(f"masks of shape {arr.shape} do not fit an image of size {width}x{height} (W x H)")
-    return arr.astype(bool)
-
-
-def _contour(mask: np.ndarray) -> np.ndarray:
-    """Pixels of the mask with a 4-neighbour outside it (the image border counts as outside)."""
-    padded = np.pad(mask, 1, constant_values=False)
-    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~inner
-
-
-def overlay(
-    image: Any,
-    masks: Any,
-    expressions: Sequence[str] | None = None,
-    alpha: float = 0.5,
-    *,
-    first_colour: int = 0,
-) -> Image.Image:
-    """The image with mask k tinted in colour ``PALETTE[first_colour + k]`` (``alpha`` blend)
-    and outlined.
-
-    With ``expressions`` and an image at least 128 px wide, a small legend (colour + text) is
-    drawn in the top-left corner. The result has the image's size.
-    """
-    img = load_image(image)
-    ms = _as_masks(masks, img.size)
-    out = np.asarray(img, dtype=np.float32).copy()
-    for k, m in enumerate(ms):
-        colour = np.asarray(PALETTE[(first_colour + k) % len(PALETTE)], dtype=np.float32)
-        out[m] = (1.0 - alpha) * out[m] + alpha * colour
-        out[_contour(m)] = colour
-    result = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
-    if expressions and img.width >= 128 and img.height >= 16:
-        draw = ImageDraw.Draw(result)
-        line_h = 12
-        for k, text in enumerate(expressions[: max(1, (img.height - 4) // line_h)]):
-            y = 2 + k * line_h
-            label = text if len(text) <= 40 else text[:37] + "..."
-            colour = PALETTE[(first_colour + k) % len(PALETTE)]
-            box = draw.textbbox((14, y), label)
-            draw.rectangle((0, y - 1, box[2] + 2, y + line_h - 2), fill=(0, 0, 0))
-            draw.rectangle((2, y + 1, 10, y + 9), fill=colour)
-            draw.text((14, y), label, fill=(255, 255, 255))
-    return result
-
-
-def save_prediction(
-    pred: Prediction,
-    image: Any,
-    folder: str | os.PathLike[str],
-    *,
-    source: str | None = None,
-    info: dict[str, Any] | None = None,
-) -> list[Path]:
-    """Write one image's prediction into ``folder`` (``lavt predict`` uses ``OUT/<image file name>/``):
-
-    * ``kk.png``: the mask of expression ``kk`` (two digits; mode "L", 0/255, original size);
-    * ``kk_prob.png``: the 8-bit object probability, when ``pred.probs`` is set;
-    * ``overlay.png``: every mask tinted in its colour on the image, with a legend;
-    * ``expressions.json``: ``{"source": ..., "expressions": {"kk": text}, "files": {...}, ...}``.
-
-    The folder is written whole and swapped in (:mod:`lavt.io.outputs`): a previous prediction for
-    the same ``source`` is replaced entirely, any other existing content is refused with an
-    InputError. ``info`` adds fields to ``expressions.json`` (model, image size...). Returns the
-    written paths."""
-    img = load_image(image)
-    masks = _as_masks(pred.masks, img.size)
-    if len(masks) != len(pred.expressions):
-        raise InputError(f"{len(masks)} masks but {len(pred.expressions)} expressions")
-
-    def write(tmp: Path) -> dict[str, Any]:
-        files: dict[str, str] = {}
-        for k, (mask, text) in enumerate(zip(masks, pred.expressions)):
-            key = f"{k:02d}"
-            Image.fromarray(mask.astype(np.uint8) * 255, "L").save(tmp / f"{key}.png")
-            files[f"{key}.png"] = f"mask of expression {key}"
-            if pred.probs is not None:
-                prob = np.clip(np.rint(np.asarray(pred.probs[k], dtype=np.float64) * 255), 0, 255).astype(np.uint8)
-                Image.fromarray(prob, "L").save(tmp / f"{key}_prob.png")
-                files[f"{key}_prob.png"] = f"object probability of expression {key} (0-255)"
-        overlay(img, masks, pred.expressions).save(tmp / "overlay.png")
-        files["overlay.png"] = "all masks on the image"
-        expressions = {f"{k:02d}": text for k, text in enumerate(pred.expressions)}
-        return {**(info or {}), "expressions": expressions, "files": files}
-
-    return write_output_folder(folder, source, write)
-
-
-def save_video_prediction(
-    pred: VideoPrediction,
-    frames: Any,
-    folder: str | os.PathLike[str],
-    *,
-    mp4: bool = False,
-    fps: float | None = None,
-    source: str | None = None,
-    info: dict[str, Any] | None = None,
-) -> list[Path]:
-    """Write one video's prediction into ``folder`` (``lavt predict`` uses ``OUT/<video name>/``);
-    for expression ``kk`` (two digits):
-
-    * ``kk/<frame_name>.png``: the masks (mode "L", 0/255, original size), one per frame;
-    * ``kk_prob/<frame_name>.png``: the 8-bit object probability, when ``pred.probs`` is set;
-    * ``kk_overlay.gif`` (and ``kk_overlay.mp4`` with ``mp4=True``; needs PyAV, else a warning):
-      the frames with the mask tinted in colour ``PALETTE[k]`` and the expression as a legend;
-
-    and ``expressions.json``. ``frames``: the video's frames (a list of images) or the path it was
-    read from. ``fps``: overlay rate (default: ``pred.fps``, else 10). The folder is replaced
-    whole, as :func:`save_prediction`. Returns the written paths."""
-    from .io.videos import have_av
-
-    names = pred.frame_names
-    if isinstance(frames, (str, os.PathLike)):
-        frames, _, _ = load_video(frames, max_frames=len(names))
-    images = [load_image(f) for f in frames]
-    masks = np.asarray(pred.masks)
-    if masks.ndim != 4 or masks.shape[0] != len(pred.expressions):
-        raise InputError(f"video masks must be (K, N, H, W) for {len(pred.expressions)} expressions, got {masks.shape}")
-    if masks.shape[1] != len(images) or len(names) != len(images):
-        raise InputError(f"{masks.shape[1]} mask frames and {len(names)} frame names for a video of {len(images)} frames")
-    _check_frame_names(names, len(names))
-    if mp4 and not have_av():
-        warnings.warn("--mp4 / mp4=True needs PyAV (pip install av); writing the GIF overlays only", UserWarning, stacklevel=2)
-        mp4 = False
-    rate = fps if fps is not None else pred.fps
-
-    def write(tmp: Path) -> dict[str, Any]:
-        files: dict[str, str] = {}
-        for k, text in enumerate(pred.expressions):
-            key = f"{k:02d}"
-            (tmp / key).mkdir()
-            overlays = []
-            for t, (image, name) in enumerate(zip(images, names)):
-                mask = _as_masks(masks[k, t], image.size)[0]
-                Image.fromarray(mask.astype(np.uint8) * 255, "L").save(tmp / key / f"{name}.png")
-                overlays.append(overlay(image, mask, [text], first_colour=k))
-            files[f"{key}/"] = f"masks of expression {key}, one PNG per frame"
-            if pred.probs is not None:
-                (tmp / f"{key}_prob").mkdir()
-                for t, name in enumerate(names):
-                    prob = np.clip(np.rint(np.asarray(pred.probs[k, t], dtype=np.float64) * 255), 0, 255).astype(np.uint8)
-                    Image.fromarray(prob, "L").save(tmp / f"{key}_prob" / f"{name}.png")
-                files[f"{key}_prob/"] = f"object probability of expression {key} (0-255), one PNG per frame"
-            write_gif(tmp / f"{key}_overlay.gif", overlays, rate)
-            files[f"{key}_overlay.gif"] = f"expression {key} on the video"
-            if mp4:
-                write_mp4(tmp / f"{key}_overlay.mp4", overlays, rate)
-                files[f"{key}_overlay.mp4"] = f"expression {key} on the video"
-        expressions = {f"{k:02d}": text for k, text in enumerate(pred.expressions)}
-        return {**(info or {}), "frames": len(names), "expressions": expressions, "files": files}
-
-    return write_output_folder(folder, source, write)
-
-
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "PALETTE",
     "Prediction",
     "Predictor",
     "VideoPrediction",
-    "load_image",
     "load_model",
-    "overlay",
-    "save_prediction",
-    "save_video_prediction",
-    "validate_expressions",
+    "resolve_preprocessing",
 ]

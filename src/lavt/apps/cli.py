@@ -87,7 +87,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     folder = Path(args.out) / name
     check_output_folder(folder, source)  # before inference: a bad --out must not cost a model run
     model_source(args.model)
-    from ..predict import Predictor, save_prediction
+    from ..io.outputs import save_prediction
+    from ..predict import Predictor
 
     predictor = Predictor(
         args.model, device=args.device, precision="bf16" if args.bf16 else "fp32", image_size=image_size,
@@ -127,7 +128,8 @@ def _cmd_predict_video(args: argparse.Namespace) -> int:
         check_writable_folder(args.submission, "--submission")
     model_source(args.model)
     from ..data.ytvos import write_submission
-    from ..predict import Predictor, save_video_prediction
+    from ..io.outputs import save_video_prediction
+    from ..predict import Predictor
 
     predictor = Predictor(
         args.model, device=args.device, precision="bf16" if args.bf16 else "fp32", image_size=image_size,
@@ -192,35 +194,23 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import importlib
+
+    kind = "unified" if args.unified else "video" if args.video else "image"
+    # kind -> (module in lavt.apps, its run function, its summary formatter, default folder)
+    module, run, summary, folder = {
+        "image": ("demo", "run_demo", "format_summary", "lavt-demo"),
+        "video": ("demo_video", "run_video_demo", "format_summary", "lavt-video-demo"),
+        "unified": ("demo_video", "run_unified_demo", "format_unified", "lavt-unified-demo"),
+    }[kind]
+    demo = importlib.import_module(f".{module}", __package__)
+    out = args.out or folder
     parallel = {"auto": None, "yes": True, "no": False}[args.parallel]
-    if args.unified:
-        from .demo_video import format_unified, run_unified_demo
-
-        out = args.out or "lavt-unified-demo"
-        report = run_unified_demo(
-            out, data_root=args.data_root, overrides=args.overrides, parallel=parallel, overwrite=args.overwrite
-        )
-        print(format_unified(report))
-        print(f"report: {Path(out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
-        return 0
-    if args.video:
-        from .demo_video import format_summary as format_video, run_video_demo
-
-        out = args.out or "lavt-video-demo"
-        report = run_video_demo(
-            out, data_root=args.data_root, overrides=args.overrides, parallel=parallel, overwrite=args.overwrite
-        )
-        print(format_video(report))
-        print(f"report: {Path(out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
-        return 0
-    from .demo import format_summary, run_demo
-
-    args.out = args.out or "lavt-demo"
-    report = run_demo(
-        args.out, data_root=args.data_root, overrides=args.overrides, parallel=parallel, overwrite=args.overwrite
+    report = getattr(demo, run)(
+        out, data_root=args.data_root, overrides=args.overrides, parallel=parallel, overwrite=args.overwrite
     )
-    print(format_summary(report))
-    print(f"report: {Path(args.out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
+    print(getattr(demo, summary)(report))
+    print(f"report: {Path(out) / 'index.html'}  ({report['seconds']['total'] / 60:.1f} min)")
     return 0
 
 
@@ -253,7 +243,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model_source(args.model)
     if args.out is not None:
         check_writable_folder(Path(args.out).parent, "--out")
-    from ..engine.trainer import evaluate_checkpoint
+    from ..engine.evaluate import evaluate_checkpoint
 
     explicit_size = any(o.split("=", 1)[0].strip() == "data.image_size" for o in args.overrides)
     explicit_model = {o.split("=", 1)[0].strip()[len("model."):].split(".")[0] for o in args.overrides

@@ -17,8 +17,6 @@
 from __future__ import annotations
 
 import html
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,7 +24,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .demo import _finite, claim_output_dir, train_runs
+from .demo_runner import (
+    claim_output_dir,
+    html_table,
+    machine_info,
+    plot_curves,
+    run_summaries,
+    timed_runs,
+    timings,
+    write_page,
+    write_report,
+)
 from ..engine.config import RunConfig, load_run_config
 from ..errors import ConfigError
 
@@ -79,7 +87,7 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def example_rows(out: Path, runs: dict[str, RunConfig], max_frames: int = 6) -> dict[str, Any]:
     """The first motion expression of the valid split: frames, ground truth, each model's masks."""
     from ..data.ytvos import ReferYouTubeVOS, logits_to_masks
-    from ..engine.trainer import forward_visual
+    from ..evaluation.protocols import forward_visual
     from ..models.lavt import LAVT
     from ..models.text import Tokenizer
 
@@ -138,57 +146,17 @@ def plot_frames(example: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_curves(results: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, r in results.items():
-        train = r["history"]["train"]
-        ax_loss.plot([p["step"] for p in train], [p["loss"] for p in train], label=RUN_TITLES[name])
-        val = [p for p in r["history"]["val"] if "J&F" in p]
-        ax_val.plot([p["step"] for p in val], [p["J&F"] for p in val], marker="o", label=RUN_TITLES[name])
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="training loss")
-    ax_val.set(xlabel="optimizer step", ylabel="J&F (%)", title="valid J&F during training (subset)")
-    for ax in (ax_loss, ax_val):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_html(report: dict[str, Any], path: Path) -> None:
     s = report["summary"]
     parts = ["overall", *TYPES]
-    header = "".join(f"<th>{p}</th>" for p in parts)
-    rows = "".join(
-        f"<tr><th>{html.escape(RUN_TITLES[name])}</th>"
-        + "".join(
-            f"<td>{s[name][p]['J&F']:.1f}</td>" if p in s[name] and s[name][p].get("J&F") is not None else "<td>-</td>"
-            for p in parts
-        )
-        + "</tr>"
-        for name in s
-    )
-    timings = ", ".join(f"{k} {v:.0f} s" for k, v in report["seconds"].items())
-    path.write_text(f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>lavt video demo</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}
-th:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
-<h1>lavt video demo</h1>
-<p>Synthetic referring videos in the Ref-YouTube-VOS layout; three small models trained from
+    rows = [(RUN_TITLES[name], [s[name].get(p, {}).get("J&F") for p in parts]) for name in s]
+    write_page(path, "lavt video demo", f"""<p>Synthetic referring videos in the Ref-YouTube-VOS layout; three small models trained from
 scratch with the pretrained MiniLM text encoder, same data and recipe. Valid J&amp;F (%) over every
 expression (whole video per pass, official post-processing):</p>
-<table><tr><th></th>{header}</tr>{rows}</table>
-<p>Time: {html.escape(timings)}.</p>
+{html_table(parts, rows)}
+<p>Time: {html.escape(timings(report['seconds']))}.</p>
 <h2>Example (valid)</h2><img src="frames.png" alt="frames, ground truth and masks">
-<h2>Training curves</h2><img src="curves.png" alt="loss and J&amp;F curves">
-</body></html>
-""")
+<h2>Training curves</h2><img src="curves.png" alt="loss and J&amp;F curves">""")
 
 
 def run_video_demo(
@@ -211,32 +179,24 @@ def run_video_demo(
     assert first.data.synthetic is not None
     data = generate_synthetic_videos(first.data.root, progress=progress, **first.data.synthetic)
     seconds["data"] = time.perf_counter() - t
-    if parallel is None:
-        parallel = (os.cpu_count() or 1) >= 2
-    t = time.perf_counter()
-    results = train_runs(runs, parallel=parallel, progress=progress)
-    seconds["train+eval"] = time.perf_counter() - t
+    results, parallel = timed_runs(runs, parallel, progress, seconds)
     t = time.perf_counter()
     summary = summarise(results)
     example = example_rows(out, runs)
     plot_frames(example, out / "frames.png")
-    plot_curves(results, out / "curves.png")
+    plot_curves(results, out / "curves.png", RUN_TITLES, "J&F", "valid J&F")
     seconds["report"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
     report = {
         "summary": summary,
         "seconds": seconds,
-        "runs": {
-            name: {k: r[k] for k in ("train_seconds", "eval_seconds", "steps", "epochs", "threads")} | {"val": r["val"]}
-            for name, r in results.items()
-        },
+        "runs": run_summaries(results),
         "data": {k: data[k] for k in ("root", "cached") if k in data} | {"splits": data.get("splits")},
         "example": {"text": example["text"], "type": example["type"]},
         "config": first.to_dict(),
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "parallel_runs": parallel},
+        "machine": machine_info(parallel),
     }
-    (out / "metrics.json").write_text(json.dumps(_finite(report), indent=2))
-    write_html(report, out / "index.html")
+    write_report(out, report, write_html)
     return report
 
 
@@ -333,38 +293,28 @@ def run_unified_demo(
                              **(image_part.get("synthetic") or {}))
     generate_synthetic_videos(video_part["root"], progress=progress, **(video_part.get("synthetic") or {}))
     seconds["data"] = time.perf_counter() - t
-    if parallel is None:
-        parallel = (os.cpu_count() or 1) >= 2
-    t = time.perf_counter()
-    results = train_runs(runs, parallel=parallel, progress=progress)
-    seconds["train+eval"] = time.perf_counter() - t
+    results, parallel = timed_runs(runs, parallel, progress, seconds)
     seconds["total"] = time.perf_counter() - start
-    summary = unified_summary(results)
     report = {
-        "summary": summary,
+        "summary": unified_summary(results),
         "seconds": seconds,
-        "runs": {
-            name: {k: r[k] for k in ("train_seconds", "eval_seconds", "steps", "epochs", "threads")} | {"val": r["val"]}
-            for name, r in results.items()
-        },
+        "runs": run_summaries(results),
         "config": runs["unified"].to_dict(),
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "parallel_runs": parallel},
+        "machine": machine_info(parallel),
     }
-    (out / "metrics.json").write_text(json.dumps(_finite(report), indent=2))
-    cells = ("image_oIoU", "video_J&F", "video_J&F_motion")
-    rows = "".join(
-        f"<tr><th>{html.escape(UNIFIED_TITLES[n])}</th>"
-        + "".join(f"<td>{summary[n][c]:.1f}</td>" if c in summary[n] else "<td>-</td>" for c in cells)
-        + "</tr>"
-        for n in summary
-    )
-    (out / "index.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>lavt unified demo</title></head><body>"
-        "<h1>lavt unified demo</h1><p>Image val oIoU and video valid J&amp;F (%), final weights.</p>"
-        f"<table border=1 cellpadding=4><tr><th></th><th>image oIoU</th><th>video J&amp;F</th>"
-        f"<th>J&amp;F motion</th></tr>{rows}</table></body></html>"
-    )
+    write_report(out, report, write_unified_html)
     return report
+
+
+UNIFIED_CELLS = {"image_oIoU": "image oIoU", "video_J&F": "video J&F", "video_J&F_motion": "J&F motion"}
+
+
+def write_unified_html(report: dict[str, Any], path: Path) -> None:
+    s = report["summary"]
+    rows = [(UNIFIED_TITLES[n], [s[n].get(c) for c in UNIFIED_CELLS]) for n in s]
+    write_page(path, "lavt unified demo", f"""<p>Image val oIoU and video valid J&amp;F (%), final weights.</p>
+{html_table(list(UNIFIED_CELLS.values()), rows)}
+<p>Time: {html.escape(timings(report['seconds']))}.</p>""")
 
 
 def format_unified(report: dict[str, Any]) -> str:

@@ -28,23 +28,18 @@ Names and roots:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError
 from . import davis as davis_mod
 from . import refer as refer_mod
-from . import ytvos as ytvos_mod
-from .refer import DatasetError
+from . import ytvos_index as ytvos_mod
+from .check_a2d_jhmdb import PUBLISHED_A2D, PUBLISHED_JHMDB, check_a2d, check_jhmdb
+from .check_report import CheckContext, CheckReport, Problem
+from .files import DatasetError
 
 __all__ = ["DATASETS", "CheckReport", "Problem", "check_dataset", "PUBLISHED_A2D", "PUBLISHED_JHMDB"]
 
@@ -61,157 +56,6 @@ REFER_PARTITIONS: dict[str, list[tuple[str, bool]]] = {
     "refcoco+": [("unc", True)],
     "refcocog": [("umd", True), ("google", True)],
 }
-# Published sizes (data-and-metrics.md 3.1 and 3.2)
-PUBLISHED_A2D: dict[str, int] = {
-    "videos": 3782, "train videos": 3036, "test videos": 746,
-    "train videos (without missed)": 3017, "test videos (without missed)": 737, "sentences": 6655,
-}
-PUBLISHED_JHMDB: dict[str, int] = {"videos": 928, "sentences": 928, "actions": 21, "evaluated frames": 2784}
-
-_MAX_LISTED = 5  # paths named in one problem line (the JSON report keeps up to _MAX_PATHS)
-_MAX_PATHS = 1000
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
-# --------------------------------------------------------------------------------------------
-# The report
-# --------------------------------------------------------------------------------------------
-@dataclass
-class Problem:
-    """One thing wrong with the data: ``kind`` is ``missing``, ``unreadable``, ``size`` (a count
-    differs from the published one) or ``content``; ``paths`` names the files concerned."""
-
-    kind: str
-    message: str
-    paths: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return self.message
-
-    def to_dict(self) -> dict[str, Any]:
-        paths = self.paths[:_MAX_PATHS]
-        return {"kind": self.kind, "message": self.message, "paths": paths, "n_paths": len(self.paths)}
-
-
-@dataclass
-class CheckReport:
-    """What :func:`check_dataset` found. ``counts``/``published``: ``{part: {split: {what: n}}}``
-    (part is e.g. ``refcoco/unc`` or ``ytvos``); ``decoded``: files decoded per kind; ``notes``:
-    facts that are not problems (optional files absent, sampling limits)."""
-
-    dataset: str
-    root: str
-    full: bool = False
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    counts: dict[str, Any] = field(default_factory=dict)
-    published: dict[str, Any] = field(default_factory=dict)
-    decoded: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def add(self, kind: str, message: str, paths: Iterable[Any] = ()) -> None:
-        self.problems.append(Problem(kind, " ".join(message.split()), [str(p) for p in paths]))
-
-    def decode_count(self, kind: str, n: int = 1) -> None:
-        self.decoded[kind] = self.decoded.get(kind, 0) + n
-
-    def summary(self) -> str:
-        """One line: ``<dataset>: OK (...)`` or ``<dataset>: N problems (...)``."""
-        parts = []
-        for part, splits in self.counts.items():
-            desc = "; ".join(
-                (f"{split} " if split else "") + ", ".join(f"{n} {what}" for what, n in c.items() if isinstance(n, int))
-                for split, c in splits.items()
-            )
-            parts.append(f"{part}: {desc}" if desc else part)
-        if self.decoded:
-            parts.append("decoded " + ", ".join(f"{n} {k}" for k, n in self.decoded.items()))
-        state = "OK" if self.ok else f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)}"
-        return f"{self.dataset} at {self.root}: {state}" + (f" ({' | '.join(parts)})" if parts else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "root": self.root,
-            "ok": self.ok,
-            "full": self.full,
-            "problems": [p.to_dict() for p in self.problems],
-            "notes": list(self.notes),
-            "counts": self.counts,
-            "published": self.published,
-            "decoded": dict(self.decoded),
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-class _Ctx:
-    def __init__(self, report: CheckReport, root: Path, full: bool, samples: int):
-        self.report, self.root, self.full, self.samples = report, root, full, samples
-
-    def rel(self, path: Path | str) -> str:
-        path = Path(path)
-        try:
-            return path.relative_to(self.root).as_posix() or "."
-        except ValueError:
-            return str(path)
-
-    def missing(self, paths: Sequence[Path], what: str, total: int | None = None) -> None:
-        """One problem for a list of missing paths (named up to _MAX_LISTED)."""
-        if not paths:
-            return
-        shown = ", ".join(self.rel(p) for p in paths[:_MAX_LISTED]) + (", ..." if len(paths) > _MAX_LISTED else "")
-        of = f" of {total}" if total is not None else ""
-        if len(paths) == 1 and total is None:
-            self.report.add("missing", f"{what} missing: {shown}", paths)
-        else:
-            self.report.add("missing", f"{len(paths)}{of} {what} missing: {shown}", paths)
-
-    def need(self, path: Path, what: str, is_dir: bool = False) -> bool:
-        ok = path.is_dir() if is_dir else path.is_file()
-        if not ok:
-            self.missing([path], what)
-        return ok
-
-    def compare(self, part: str, split: str, got: dict[str, int], published: dict[str, int | None]) -> None:
-        self.report.counts.setdefault(part, {})[split] = dict(got)
-        self.report.published.setdefault(part, {})[split] = dict(published)
-        for what, want in published.items():
-            if want is not None and what in got and got[what] != want:
-                where = f"{part} split {split}" if split else part
-                self.report.add("size", f"{where}: {got[what]} {what}, published {want}")
-
-    def pick(self, items: Sequence[Any]) -> list[Any]:
-        """All items with full=True, else up to ``samples`` spread evenly (first and last included)."""
-        items = list(items)
-        if self.full or len(items) <= self.samples:
-            return items
-        if self.samples <= 0:
-            return []
-        idx = sorted({int(round(i)) for i in np.linspace(0, len(items) - 1, self.samples)})
-        return [items[i] for i in idx]
-
-    def image(self, path: Path, what: str = "image") -> Image.Image | None:
-        """Decode an image (counted); a problem and None when it cannot be read."""
-        try:
-            with Image.open(path) as im:
-                im.load()
-                self.report.decode_count(what + "s")
-                return im.copy()
-        except FileNotFoundError:
-            self.missing([path], what)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as e:
-            self.report.add("unreadable", f"{what} {self.rel(path)} cannot be decoded: {e}", [path])
-        return None
-
-    def dataset_error(self, err: DatasetError, path: Path) -> None:
-        msg = str(err).replace(str(self.root) + os.sep, "")
-        kind = "missing" if "not found" in msg else "unreadable"
-        self.report.add(kind, msg, [path])
 
 
 def _missing_in_folder(folder: Path, names: Iterable[str]) -> list[Path]:
@@ -220,16 +64,6 @@ def _missing_in_folder(folder: Path, names: Iterable[str]) -> list[Path]:
     except OSError:
         return [folder / n for n in names]
     return [folder / n for n in names if n not in present]
-
-
-def _read_text(ctx: _Ctx, path: Path, what: str, encoding: str = "utf-8") -> str | None:
-    if not ctx.need(path, what):
-        return None
-    try:
-        return path.read_bytes().decode(encoding)
-    except (OSError, UnicodeDecodeError) as e:
-        ctx.report.add("unreadable", f"{what} {ctx.rel(path)} cannot be read: {e}", [path])
-        return None
 
 
 def _canonical(name: str) -> str:
@@ -257,9 +91,9 @@ def check_dataset(name: str, root: str | os.PathLike[str], full: bool = False, s
     if not path.is_dir():
         raise DatasetError(f"dataset root {path} does not exist (or is not a directory)")
     report = CheckReport(key, str(path), full=full)
-    ctx = _Ctx(report, path, full, samples)
-    checks: dict[str, Callable[[_Ctx], None]] = {
-        "ytvos": _check_ytvos, "a2d": _check_a2d, "jhmdb": _check_jhmdb, "davis": _check_davis,
+    ctx = CheckContext(report, path, full, samples)
+    checks: dict[str, Callable[[CheckContext], None]] = {
+        "ytvos": _check_ytvos, "a2d": check_a2d, "jhmdb": check_jhmdb, "davis": _check_davis,
     }
     if key in REFER_PARTITIONS:
         _check_refer(ctx, key)
@@ -271,7 +105,7 @@ def check_dataset(name: str, root: str | os.PathLike[str], full: bool = False, s
 # --------------------------------------------------------------------------------------------
 # RefCOCO / RefCOCO+ / RefCOCOg
 # --------------------------------------------------------------------------------------------
-def _check_refer(ctx: _Ctx, dataset: str) -> None:
+def _check_refer(ctx: CheckContext, dataset: str) -> None:
     root, report = ctx.root, ctx.report
     img_dir = root / refer_mod.IMAGE_SUBDIR
     has_images = ctx.need(img_dir, "COCO train2014 image folder", is_dir=True)
@@ -354,7 +188,7 @@ def _check_refer(ctx: _Ctx, dataset: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Ref-YouTube-VOS
 # --------------------------------------------------------------------------------------------
-def _check_ytvos(ctx: _Ctx) -> None:
+def _check_ytvos(ctx: CheckContext) -> None:
     root, report = ctx.root, ctx.report
     metas = {s: root / "meta_expressions" / s / ytvos_mod.META_EXPRESSIONS for s in ytvos_mod.SPLITS}
     present = {s: ctx.need(p, f"{s} expressions file") for s, p in metas.items()}
@@ -394,25 +228,30 @@ def _check_ytvos(ctx: _Ctx) -> None:
                 if not index.frame_path(vid, f).is_file():
                     continue
                 im = ctx.image(index.frame_path(vid, f), "frame")
-                if split != "train" or not ok_folders.get("annotation") or im is None:
-                    continue
-                if not index.annotation_path(vid, f).is_file():
-                    continue
-                try:
-                    ann = index.load_annotation(vid, f)
-                    report.decode_count("annotations")
-                except DatasetError as e:
-                    ctx.dataset_error(e, index.annotation_path(vid, f))
-                    continue
-                if ann.shape != (im.height, im.width):
-                    report.add("content", f"annotation {ctx.rel(index.annotation_path(vid, f))} is "
-                               f"{ann.shape[1]}x{ann.shape[0]} but its frame is {im.width}x{im.height}",
-                               [index.annotation_path(vid, f)])
+                if split == "train" and ok_folders.get("annotation") and im is not None:
+                    _check_annotation(ctx, index, vid, f, im)
             if split == "train" and ctx.full and ok_folders.get("annotation"):
                 _objects_present(ctx, index, vid)
 
 
-def _objects_present(ctx: _Ctx, index: Any, vid: str) -> None:
+
+def _check_annotation(ctx: CheckContext, index: Any, vid: str, frame: str, im: Any) -> None:
+    """Decode a frame's annotation, when present (counted), and compare its size with the frame's."""
+    path = index.annotation_path(vid, frame)
+    if not path.is_file():
+        return
+    try:
+        ann = index.load_annotation(vid, frame)
+        ctx.report.decode_count("annotations")
+    except DatasetError as e:
+        ctx.dataset_error(e, path)
+        return
+    if ann.shape != (im.height, im.width):
+        ctx.report.add("content", f"annotation {ctx.rel(path)} is {ann.shape[1]}x{ann.shape[0]} but its frame is "
+                       f"{im.width}x{im.height}", [path])
+
+
+def _objects_present(ctx: CheckContext, index: Any, vid: str) -> None:
     """Every expression's object appears in at least one annotation of its video."""
     try:
         ids = set().union(*index.object_ids(vid))
@@ -425,191 +264,11 @@ def _objects_present(ctx: _Ctx, index: Any, vid: str) -> None:
                            [index.annotation_dir / vid])
 
 
-# --------------------------------------------------------------------------------------------
-# A2D-Sentences
-# --------------------------------------------------------------------------------------------
-def _csv_rows(text: str) -> list[list[str]]:
-    return [row for row in csv.reader(io.StringIO(text)) if any(c.strip() for c in row)]
-
-
-def _hdf5_ok(path: Path) -> bool:
-    """An HDF5 signature at offset 0, 512, 1024, ... (MATLAB v7.3 files start after 512 bytes)."""
-    try:
-        with open(path, "rb") as f:
-            for offset in (0, 512, 1024, 2048, 4096):
-                f.seek(offset)
-                if f.read(8) == _HDF5_MAGIC:
-                    return True
-    except OSError:
-        pass
-    return False
-
-
-def _check_a2d(ctx: _Ctx) -> None:
-    root, report = ctx.root, ctx.report
-    release = root / "Release"
-    text_dir = next((d for d in (root / "text_annotations", release) if (d / "a2d_annotation.txt").is_file()), None)
-    if text_dir is None:
-        ctx.missing([root / "text_annotations" / "a2d_annotation.txt"], "sentence file (also looked in Release/)")
-        text_dir = root / "text_annotations"
-    videoset_text = _read_text(ctx, release / "videoset.csv", "video list")
-    videos: dict[str, str] = {}  # video id -> subset "0" (train) / "1" (test)
-    if videoset_text is not None:
-        for n, row in enumerate(_csv_rows(videoset_text), start=1):
-            if len(row) != 9 or row[-1].strip() not in ("0", "1"):
-                report.add("content", f"Release/videoset.csv line {n}: expected 9 columns ending in subset 0/1, "
-                           f"got {len(row)} columns", [release / "videoset.csv"])
-                break
-            videos[row[0].strip()] = row[-1].strip()
-    missed_text = _read_text(ctx, text_dir / "a2d_missed_videos.txt", "missed-videos list")
-    missed = {s.strip() for s in (missed_text or "").splitlines() if s.strip()}
-    sentence_text = _read_text(ctx, text_dir / "a2d_annotation.txt", "sentence file") if text_dir.is_dir() else None
-    sentence_videos: list[str] = []
-    if sentence_text is not None:
-        rows = _csv_rows(sentence_text)
-        body = rows[1:] if rows else []
-        bad_ids = sum(1 for r in body if len(r) >= 2 and not r[1].strip().isdigit())
-        if bad_ids:
-            report.notes.append(f"a2d_annotation.txt: {bad_ids} row(s) with a non-integer instance id "
-                                f"(e.g. the known '1 (copy)' row), dropped by loaders")
-        sentence_videos = list(dict.fromkeys(r[0].strip() for r in body if r))
-        ctx.compare("a2d", "", {"sentences": len(body)}, {"sentences": PUBLISHED_A2D["sentences"]})
-    if videos:
-        train = [v for v, s in videos.items() if s == "0"]
-        test = [v for v, s in videos.items() if s == "1"]
-        got = {"videos": len(videos), "train videos": len(train), "test videos": len(test)}
-        if missed_text is not None:
-            got["train videos (without missed)"] = sum(1 for v in train if v not in missed)
-            got["test videos (without missed)"] = sum(1 for v in test if v not in missed)
-        ctx.compare("a2d", "videos", got, {k: v for k, v in PUBLISHED_A2D.items() if k != "sentences"})
-    used = [v for v in videos if v not in missed]
-    clips, pngs = release / "clips320H", release / "pngs320H"
-    if used and release.is_dir():
-        if not clips.is_dir() and not pngs.is_dir():
-            ctx.missing([clips], "frame source (Release/clips320H/*.mp4 or Release/pngs320H/<video>/)")
-        else:
-            no_frames = [clips / f"{v}.mp4" for v in used
-                         if not (clips / f"{v}.mp4").is_file() and not (pngs / v).is_dir()]
-            ctx.missing(no_frames, "videos' frames (mp4 in Release/clips320H or folder in Release/pngs320H)",
-                        total=len(used))
-            if pngs.is_dir():
-                for v in ctx.pick([v for v in used if (pngs / v).is_dir()]):
-                    first = sorted((pngs / v).glob("*.png"))[:1]
-                    for p in first:
-                        ctx.image(p, "frame")
-            elif used:
-                report.notes.append("frames come from mp4 clips, which the check does not decode")
-    inst_dir = text_dir / "a2d_annotation_with_instances"
-    if ctx.need(inst_dir, "per-frame annotation folder", is_dir=True):
-        want = [v for v in sentence_videos if v not in missed]
-        no_ann = [inst_dir / v for v in want if not (inst_dir / v).is_dir() or not any((inst_dir / v).glob("*.h5"))]
-        ctx.missing(no_ann, "annotated videos' .h5 folders", total=len(want))
-        try:
-            import h5py  # type: ignore
-        except ImportError:
-            h5py = None
-        for v in ctx.pick([v for v in want if (inst_dir / v).is_dir()]):
-            for p in sorted((inst_dir / v).glob("*.h5"))[: None if ctx.full else 1]:
-                if not _hdf5_ok(p):
-                    report.add("unreadable", f"annotation {ctx.rel(p)} is not an HDF5 (MATLAB v7.3) file", [p])
-                    continue
-                if h5py is not None:
-                    try:
-                        with h5py.File(p, "r") as f:
-                            lacking = [k for k in ("instance", "reMask") if k not in f]
-                    except Exception as e:  # noqa: BLE001 - any h5py failure means an unreadable file
-                        report.add("unreadable", f"annotation {ctx.rel(p)} cannot be read: {e}", [p])
-                        continue
-                    if lacking:
-                        report.add("content", f"annotation {ctx.rel(p)} lacks {', '.join(lacking)}", [p])
-                        continue
-                report.decode_count("h5 annotations")
-        if h5py is None:
-            report.notes.append("h5py is not installed: .h5 annotations were checked for the HDF5 signature only")
-    for name in ("a2d_sentences_single_frame_train_annotations.json",
-                 "a2d_sentences_single_frame_test_annotations.json",
-                 "a2d_sentences_test_annotations_in_coco_format.json"):
-        if not (root / name).is_file():
-            report.notes.append(f"{name} not present (optional, MTTR-derived)")
-
-
-# --------------------------------------------------------------------------------------------
-# JHMDB-Sentences
-# --------------------------------------------------------------------------------------------
-def _check_jhmdb(ctx: _Ctx) -> None:
-    root, report = ctx.root, ctx.report
-    frames_dir, masks_dir = root / "Rename_Images", root / "puppet_mask"
-    has_frames = ctx.need(frames_dir, "frame folder", is_dir=True)
-    has_masks = ctx.need(masks_dir, "puppet mask folder", is_dir=True)
-    text = _read_text(ctx, root / "jhmdb_annotation.txt", "sentence file")
-    videos: list[str] = []
-    if text is not None:
-        rows = _csv_rows(text)[1:]
-        videos = list(dict.fromkeys(r[0].strip() for r in rows if r))
-        ctx.compare("jhmdb", "", {"sentences": len(rows), "videos": len(videos)},
-                    {"sentences": PUBLISHED_JHMDB["sentences"], "videos": PUBLISHED_JHMDB["videos"]})
-    if not has_frames:
-        return
-    action_of: dict[str, str] = {}
-    actions = sorted(d.name for d in frames_dir.iterdir() if d.is_dir())
-    for a in actions:
-        for v in (frames_dir / a).iterdir():
-            if v.is_dir():
-                action_of.setdefault(v.name, a)
-    ctx.compare("jhmdb", "actions", {"actions": len(actions)}, {"actions": PUBLISHED_JHMDB["actions"]})
-    no_frames = [frames_dir / "<action>" / v for v in videos if v not in action_of]
-    ctx.missing(no_frames, "annotated videos' frame folders (Rename_Images/<action>/<video>)", total=len(videos))
-    found = [v for v in videos if v in action_of]
-    if has_masks:
-        no_mask = [masks_dir / action_of[v] / v / "puppet_mask.mat" for v in found
-                   if not (masks_dir / action_of[v] / v / "puppet_mask.mat").is_file()]
-        ctx.missing(no_mask, "puppet masks", total=len(found))
-    try:
-        from scipy.io import loadmat
-    except ImportError:
-        loadmat = None
-        report.notes.append("scipy is not installed: puppet masks were not decoded")
-    for v in ctx.pick(found):
-        pngs = sorted((frames_dir / action_of[v] / v).glob("*.png"))
-        if not pngs:
-            report.add("missing", f"frame folder {ctx.rel(frames_dir / action_of[v] / v)} holds no .png frames",
-                       [frames_dir / action_of[v] / v])
-            continue
-        im = ctx.image(pngs[0], "frame")
-        mat = masks_dir / action_of[v] / v / "puppet_mask.mat"
-        if loadmat is None or not has_masks or not mat.is_file():
-            continue
-        try:
-            part = loadmat(str(mat)).get("part_mask")
-        except Exception as e:  # noqa: BLE001 - scipy raises many types for a bad file
-            report.add("unreadable", f"puppet mask {ctx.rel(mat)} cannot be read: {e}", [mat])
-            continue
-        if part is None or np.ndim(part) != 3:
-            report.add("content", f"puppet mask {ctx.rel(mat)} has no (H, W, T) 'part_mask' array", [mat])
-            continue
-        report.decode_count("puppet masks")
-        h, w, t = part.shape
-        if im is not None and (h, w) != (im.height, im.width):
-            report.add("content", f"puppet mask {ctx.rel(mat)} is {w}x{h} but the frames are {im.width}x{im.height}",
-                       [mat])
-        if t > len(pngs):
-            report.add("content", f"puppet mask {ctx.rel(mat)} has {t} masks for {len(pngs)} frames", [mat])
-    meta = root / "jhmdb_sentences_samples_metadata.json"
-    if not meta.is_file():
-        report.notes.append(f"{meta.name} not present (optional: MTTR's list of evaluated frames)")
-    else:
-        try:
-            entries = json.loads(meta.read_bytes())
-            ctx.compare("jhmdb", "evaluated frames", {"evaluated frames": len(entries)},
-                        {"evaluated frames": PUBLISHED_JHMDB["evaluated frames"]})
-        except (OSError, ValueError, TypeError) as e:
-            report.add("unreadable", f"{meta.name} cannot be read: {e}", [meta])
-
 
 # --------------------------------------------------------------------------------------------
 # Ref-DAVIS17
 # --------------------------------------------------------------------------------------------
-def _check_davis(ctx: _Ctx) -> None:
+def _check_davis(ctx: CheckContext) -> None:
     root, report = ctx.root, ctx.report
     paths = davis_mod.davis_paths(root)
     usable = ctx.need(paths["davis"], "DAVIS folder", is_dir=True)
@@ -658,17 +317,7 @@ def _check_davis(ctx: _Ctx) -> None:
             frames = index.videos[vid].frames
             for f in (frames if ctx.full else [frames[0]]):
                 im = ctx.image(index.frame_path(vid, f), "frame")
-                if im is None or not index.annotation_path(vid, f).is_file():
-                    continue
-                try:
-                    ann = index.load_annotation(vid, f)
-                    report.decode_count("annotations")
-                except DatasetError as e:
-                    ctx.dataset_error(e, index.annotation_path(vid, f))
-                    continue
-                if ann.shape != (im.height, im.width):
-                    report.add("content", f"annotation {ctx.rel(index.annotation_path(vid, f))} is "
-                               f"{ann.shape[1]}x{ann.shape[0]} but its frame is {im.width}x{im.height}",
-                               [index.annotation_path(vid, f)])
+                if im is not None:
+                    _check_annotation(ctx, index, vid, f, im)
             if ctx.full:
                 _objects_present(ctx, index, vid)

@@ -34,7 +34,7 @@ set label, and its ``exp_id`` is ``"<obj_id>_<set label>"`` (for example
 object absent in some frames included); J and F are computed per object over all frames
 (DAVIS *unsupervised* task: first and last frames kept), averaged over the objects of one
 expression set, and the reported J, F and J&F are the **means of the four per-set results**.
-:func:`lavt.engine.trainer.evaluate_video` groups its J&F by ``type``, so its ``groups`` hold
+:func:`lavt.evaluation.protocols.evaluate_video` groups its J&F by ``type``, so its ``groups`` hold
 the four per-set results; :func:`davis_protocol_summary` turns them into the official numbers.
 (When every object has one expression in each set, this equals the plain mean over all
 expressions; it differs when a set lacks some objects.)
@@ -51,19 +51,17 @@ when each prediction is scored against its own object, as here.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from ..errors import ConfigError, InputError
-from .refer import DatasetError
-from .ytvos import ReferYouTubeVOS, YTVOSExpression, YTVOSIndex, YTVOSVideo, collate_video, windows
+from .files import SAFE_NAME, DatasetError, load_json
+from .ytvos import ReferYouTubeVOS, collate_video, windows
+from .ytvos_index import YTVOSExpression, YTVOSIndex, YTVOSVideo
 
 __all__ = [
     "ANNOTATION_FOLDERS",
@@ -102,7 +100,6 @@ VIDEO_NAME_FIXES = {"clasic-car": "classic-car", "dog-scale": "dogs-scale", "mot
 # Published sizes (data-and-metrics.md 3.3); the loader does not enforce them.
 PUBLISHED_COUNTS: dict[str, dict[str, int]] = {"train": {"videos": 60}, "val": {"videos": 30}}
 
-_SAFE_NAME = re.compile(r"^[^/\\\x00]+$")
 _STATS = ("J", "F", "J&F", "J-Recall", "J-Decay", "F-Recall", "F-Decay")
 
 
@@ -238,7 +235,7 @@ class DAVISExpression(YTVOSExpression):
 class DAVISIndex(YTVOSIndex):
     """The sequences and expressions of one Ref-DAVIS17 split.
 
-    Same interface as :class:`~lavt.data.ytvos.YTVOSIndex` (``videos``, ``video_ids``,
+    Same interface as :class:`~lavt.data.ytvos_index.YTVOSIndex` (``videos``, ``video_ids``,
     ``expressions``, ``frame_path``, ``load_frame``, ``load_annotation``, ``object_ids``,
     ``category``...), so :class:`ReferDAVIS17` reuses the Ref-YouTube-VOS sampling. Frames are the
     sequence's JPEGs, sorted; the annotation of frame ``f`` is ``<annotations>/<seq>/f.png``.
@@ -293,7 +290,7 @@ class DAVISIndex(YTVOSIndex):
                 raise DatasetError(f"{what} {self.paths[key]} not found{hint}")
         sequences = _read_lines(self.split_path, "split file")
         for s in sequences:
-            if not _SAFE_NAME.match(s):
+            if not SAFE_NAME.match(s):
                 raise DatasetError(f"{self.split_path}: {s!r} is not a plain sequence name")
         categories = self._read_semantics()
 
@@ -340,12 +337,7 @@ class DAVISIndex(YTVOSIndex):
         if self.meta_json_path is None:
             return {}
         path = self.meta_json_path
-        try:
-            data = json.loads(path.read_bytes())
-        except OSError as e:
-            raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
+        data = load_json(path, "semantics file")
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
             raise DatasetError(f"{path} must map each sequence to an object {{obj_id: category}}")
         out: dict[str, dict[int, str]] = {}
@@ -401,56 +393,27 @@ class ReferDAVIS17(ReferYouTubeVOS):
     ``obj_id``, ``type`` (the set label, the J&F group), ``annotator``, ``kind``,
     ``frame_names``, ``frame_indices``, ``orig_sizes``, ``orig_size``, ``index``,
     ``sample_index`` (+ ``anchor`` in train). :meth:`original_masks` gives the GT at the
-    original size. Pass :func:`lavt.engine.trainer.evaluate_video`'s result to
+    original size. Pass :func:`lavt.evaluation.protocols.evaluate_video`'s result to
     :func:`davis_protocol_summary` for the official numbers.
     """
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        split: str = "val",
-        clip_len: int = 8,
-        image_size: int = 480,
-        mode: str = "eval",
-        tokenizer: Any = None,
-        seed: int | None = None,
-        anchor_stride: int | None = None,
-        max_local_offset: int = 3,
-        resample_invisible: bool = True,
-        eval_clip_len: int | None = None,
-        sets: Sequence[str] | None = None,
-        annotation_folder: str = ANNOTATION_FOLDERS[0],
+    def __init__(  # ReferYouTubeVOS' parameters (other defaults), then DAVISIndex's
+        self, root: str | os.PathLike[str], split: str = "val", clip_len: int = 8, image_size: int = 480,
+        mode: str = "eval", tokenizer: Any = None, seed: int | None = None, anchor_stride: int | None = None,
+        max_local_offset: int = 3, resample_invisible: bool = True, eval_clip_len: int | None = None,
+        sets: Sequence[str] | None = None, annotation_folder: str = ANNOTATION_FOLDERS[0],
         text_dir: str | os.PathLike[str] | None = None,
     ):
-        if mode not in ("train", "eval"):
-            raise ConfigError(f"mode {mode!r} is not one of ('train', 'eval')")
-        for name, v in (("clip_len", clip_len), ("image_size", image_size), ("max_local_offset", max_local_offset)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        for name, v in (("anchor_stride", anchor_stride), ("eval_clip_len", eval_clip_len)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")
-        self.index = DAVISIndex(root, split, sets=sets, annotation_folder=annotation_folder, text_dir=text_dir)
-        self.split, self.mode = split, mode
-        self.clip_len, self.image_size = clip_len, image_size
-        self.tokenizer = tokenizer
-        self.seed, self.epoch = seed, 0
-        self.anchor_stride = anchor_stride or clip_len
-        self.max_local_offset = max_local_offset
-        self.resample_invisible = resample_invisible
-        self.eval_clip_len = eval_clip_len
-        self.samples: list[tuple[int, int]] = []
-        for k, e in enumerate(self.index.expressions):
-            n = len(self.index.videos[e.video_id].frames)
-            if mode == "train":
-                self.samples += [(k, a) for a in range(0, n, self.anchor_stride)]
-            elif eval_clip_len is None:
-                self.samples.append((k, 0))
-            else:
-                self.samples += [(k, w) for w in range(len(windows(n, eval_clip_len)))]
-        if not self.samples:
-            files = ", ".join(str(self.index.paths[s]) for s in self.index.sets)
-            raise DatasetError(f"no expressions for the {split} sequences of {self.index.split_path} in {files}")
+        self._index_options = {"sets": sets, "annotation_folder": annotation_folder, "text_dir": text_dir}
+        super().__init__(root, split, clip_len, image_size, mode, tokenizer, seed, anchor_stride, max_local_offset,
+                         resample_invisible, eval_clip_len)
+
+    def _open_index(self, root: str | os.PathLike[str], split: str) -> DAVISIndex:
+        return DAVISIndex(root, split, **self._index_options)
+
+    def _no_samples_message(self) -> str:
+        files = ", ".join(str(self.index.paths[s]) for s in self.index.sets)
+        return f"no expressions for the {self.split} sequences of {self.index.split_path} in {files}"
 
     def sample_info(self, index: int) -> dict[str, Any]:
         info = super().sample_info(index)
@@ -481,7 +444,7 @@ def davis_protocol_summary(metrics: Mapping[str, Any], sets: Iterable[str] | Non
     """The official Ref-DAVIS17 J, F and J&F from per-set results: the mean over the expression
     sets (default all four) of each set's J, F and J&F (x100, as given).
 
-    ``metrics``: the dict of :func:`lavt.engine.trainer.evaluate_video` or
+    ``metrics``: the dict of :func:`lavt.evaluation.protocols.evaluate_video` or
     :meth:`lavt.evaluation.video_metrics.JFMeter.compute` on :class:`ReferDAVIS17` (its ``groups`` are keyed
     by set label), or a JSON file's ``{"metrics": {...}}`` written from one. Also averaged when
     every set has them: J/F recall and decay. Returns ``{"J", "F", "J&F", ..., "sets": {label:

@@ -24,7 +24,6 @@ The refs file is a pickle; loading a pickle runs code, so only read refs files y
 from __future__ import annotations
 
 import copy
-import json
 import os
 import pickle
 import warnings
@@ -37,6 +36,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError, LAVTError
+from .files import DatasetError, load_json
 from .transforms import preprocess_image, resize_image, resize_mask, to_normalized_tensor
 
 IMAGE_SUBDIR = os.path.join("images", "mscoco", "images", "train2014")
@@ -48,10 +48,6 @@ LETTER_SPLITS = ("testA", "testB", "testC")
 SPLIT_NAMES = ("train", "val", "test", *LETTER_SPLITS, "testAB", "testBC", "testAC")
 
 _REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
-
-
-class DatasetError(LAVTError):
-    """A dataset on disk that is missing, unreadable or inconsistent (the message names the file)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,16 +71,6 @@ def _load_pickle(path: Path) -> Any:
         raise DatasetError(
             f"{path} is not a readable refs pickle (corrupt or truncated?): {type(e).__name__}: {e}"
         ) from None
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise DatasetError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
 
 
 def _pycocotools_mask() -> Any:
@@ -139,7 +125,7 @@ class ReferIndex:
             raise DatasetError(f"instances file {self.instances_path} not found")
 
         refs = _load_pickle(self.refs_path)
-        instances = _load_json(self.instances_path)
+        instances = load_json(self.instances_path, "instances file")
         self._build(refs, instances)
 
     # ------------------------------------------------------------------------------------

@@ -1,18 +1,8 @@
-"""Ref-YouTube-VOS (the 2021 CodaLab "full-video" release): index, clip loader, submission writer.
+"""Ref-YouTube-VOS clips (:class:`ReferYouTubeVOS`), pseudo-videos from images, batching and the
+CodaLab submission writer.
 
-Layout (``root``, for example ``./data/ref-youtube-vos``)::
-
-    <root>/train/JPEGImages/<video_id>/<frame>.jpg
-    <root>/train/Annotations/<video_id>/<frame>.png     # palette PNG, pixel value = object id
-    <root>/train/meta.json                             # optional (object categories)
-    <root>/valid/JPEGImages/<video_id>/<frame>.jpg     # no annotations
-    <root>/test/JPEGImages/<video_id>/<frame>.jpg      # no annotations
-    <root>/meta_expressions/{train,valid,test}/meta_expressions.json
-
-``valid``'s meta file also lists the test videos: the valid split is the set difference
-keys(valid meta) - keys(test meta), sorted (202 videos in the real release).
-
-:class:`YTVOSIndex` reads the meta files. :class:`ReferYouTubeVOS` turns them into samples:
+The split's videos and expressions come from :class:`lavt.data.ytvos_index.YTVOSIndex` (the
+on-disk layout is described there). :class:`ReferYouTubeVOS` turns them into samples:
 
 - ``mode="train"`` (official LAVT-RS / ReferFormer): for every expression one sample per anchor
   frame in ``range(0, len(frames), clip_len)``. Each fetch draws a clip of ``clip_len`` frames
@@ -31,253 +21,29 @@ repeated (RefCOCO pretraining of the video model). :func:`write_submission` and
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import ConfigError, InputError, LAVTError
-from .refer import DatasetError
+from .files import SAFE_NAME, DatasetError
 from .transforms import preprocess_image, resize_mask
+from .ytvos_index import YTVOSExpression, YTVOSIndex
 
-SPLITS = ("train", "valid", "test")
 MODES = ("train", "eval")
-ANNOTATED_SPLITS = ("train",)
-META_EXPRESSIONS = "meta_expressions.json"
-
-# Published sizes (data-and-metrics.md 2.2); the loader does not enforce them.
-PUBLISHED_COUNTS: dict[str, dict[str, int]] = {
-    "train": {"videos": 3471, "expressions": 12913, "objects": 6388},
-    "valid": {"videos": 202, "expressions": 834},
-    "test": {"videos": 305},
-}
 
 _MAX_REDRAWS = 100  # invisible-object redraws before a fetch gives up and returns its last clip
-_SAFE_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
 # --------------------------------------------------------------------------------------------
-# Index
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class YTVOSExpression:
-    """One referring expression: ``obj_id`` is the PNG pixel value (None where the meta has none)."""
-
-    video_id: str
-    exp_id: str
-    text: str
-    obj_id: int | None
-    type: str = ""  # optional extra key (the synthetic set's expression type), "" otherwise
-
-
-@dataclass(frozen=True)
-class YTVOSVideo:
-    """A video: its listed frames (sorted), expressions (by numeric exp id) and meta.json objects
-    (``{obj_id: {"category": ..., "frames": [...]}}``, empty without meta.json)."""
-
-    video_id: str
-    frames: tuple[str, ...]
-    expressions: tuple[YTVOSExpression, ...]
-    objects: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-
-def _load_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise DatasetError(f"{what} {path} not found")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
-
-
-def _exp_sort_key(exp_id: str) -> tuple[int, int, str]:
-    return (0, int(exp_id), exp_id) if exp_id.isdigit() else (1, 0, exp_id)
-
-
-def _obj_id(value: Any, where: str) -> int:
-    try:
-        obj = int(str(value).strip())
-    except (TypeError, ValueError):
-        raise DatasetError(f"{where}: obj_id {value!r} is not an integer") from None
-    if not 1 <= obj <= 255:
-        raise DatasetError(f"{where}: obj_id {value!r} is not a palette object id (1..255)")
-    return obj
-
-
-class YTVOSIndex:
-    """The videos and expressions of one split, read from ``meta_expressions.json``.
-
-    ``videos`` maps video id -> :class:`YTVOSVideo` (sorted by id); ``expressions`` lists every
-    :class:`YTVOSExpression` in (video id, numeric exp id) order. Frames are sorted (every
-    reference loader sorts). For ``valid`` the test videos are removed (set difference with
-    ``meta_expressions/test``). The optional ``<root>/<split>/meta.json`` supplies object
-    categories; when it lists a video, each expression's obj_id must be one of its objects.
-    ``obj_id`` is required in train and ignored elsewhere.
-    """
-
-    def __init__(self, root: str | os.PathLike[str], split: str = "train"):
-        self.root = Path(os.path.expanduser(os.fspath(root)))
-        if split not in SPLITS:
-            raise DatasetError(f"unknown Ref-YouTube-VOS split {split!r}; available: {', '.join(SPLITS)}")
-        self.split = split
-        if not self.root.is_dir():
-            raise DatasetError(f"Ref-YouTube-VOS root {self.root} does not exist (or is not a directory)")
-        self.meta_path = self.root / "meta_expressions" / split / META_EXPRESSIONS
-        self.image_dir = self.root / split / "JPEGImages"
-        # train always; another split when its Annotations/ folder exists (a locally annotated
-        # valid set, e.g. the synthetic videos or a held-out part of train)
-        self.has_annotations = split in ANNOTATED_SPLITS or (self.root / split / "Annotations").is_dir()
-        self.annotation_dir: Path | None = self.root / split / "Annotations" if self.has_annotations else None
-        meta_json = self.root / split / "meta.json"
-        self.meta_json_path: Path | None = meta_json if meta_json.is_file() else None
-
-        videos = self._read_meta(self.meta_path)
-        test_meta = self.root / "meta_expressions" / "test" / META_EXPRESSIONS
-        # the real valid meta also lists the test videos; an annotated local valid set (no
-        # test meta) is taken whole
-        if split == "valid" and (test_meta.is_file() or not self.has_annotations):
-            self.test_meta_path: Path | None = test_meta
-            test_videos = self._read_meta(test_meta, needed_for=" (needed to split valid from test)")
-            videos = {v: d for v, d in videos.items() if v not in test_videos}
-        else:
-            self.test_meta_path = None
-        objects = self._read_objects(self.meta_json_path) if self.meta_json_path else {}
-
-        self.videos: dict[str, YTVOSVideo] = {}
-        for vid in sorted(videos):
-            self.videos[vid] = self._video(vid, videos[vid], objects.get(vid))
-        self.video_ids: list[str] = list(self.videos)
-        self.expressions: list[YTVOSExpression] = [e for v in self.videos.values() for e in v.expressions]
-        self._ids_per_frame: dict[str, list[frozenset[int]]] = {}
-
-    # ------------------------------------------------------------------------------------
-    def _read_meta(self, path: Path, needed_for: str = "") -> dict[str, Any]:
-        data = _load_json(path, f"meta file{needed_for}")
-        if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
-            raise DatasetError(f"{path} must be an object with a 'videos' object")
-        return data["videos"]
-
-    def _read_objects(self, path: Path) -> dict[str, dict[int, dict[str, Any]]]:
-        data = _load_json(path, "meta file")
-        if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
-            raise DatasetError(f"{path} must be an object with a 'videos' object")
-        out: dict[str, dict[int, dict[str, Any]]] = {}
-        for vid, v in data["videos"].items():
-            objs = v.get("objects") if isinstance(v, dict) else None
-            if not isinstance(objs, dict):
-                raise DatasetError(f"{path}: video {vid} has no 'objects' object")
-            out[vid] = {
-                _obj_id(k, f"{path}: video {vid}"): (o if isinstance(o, dict) else {}) for k, o in objs.items()
-            }
-        return out
-
-    def _video(self, vid: str, d: Any, objects: dict[int, dict[str, Any]] | None) -> YTVOSVideo:
-        where = f"{self.meta_path}: video {vid}"
-        if not _SAFE_NAME.match(vid):
-            raise DatasetError(f"{self.meta_path}: video id {vid!r} is not a plain folder name")
-        if not (isinstance(d, dict) and isinstance(d.get("frames"), list) and isinstance(d.get("expressions"), dict)):
-            raise DatasetError(f"{where} lacks a 'frames' list or an 'expressions' object")
-        frames = d["frames"]
-        if not frames:
-            raise DatasetError(f"{where} lists no frames")
-        if not all(isinstance(f, str) and _SAFE_NAME.match(f) for f in frames):
-            raise DatasetError(f"{where}: frame names must be strings such as '00005'")
-        exps = []
-        for exp_id in sorted((str(k) for k in d["expressions"]), key=_exp_sort_key):
-            e = d["expressions"][exp_id]
-            if not isinstance(e, dict) or not isinstance(e.get("exp"), str):
-                raise DatasetError(f"{where}: expression {exp_id} has no 'exp' text")
-            obj = None
-            if self.has_annotations:
-                if "obj_id" not in e:
-                    raise DatasetError(f"{where}: expression {exp_id} has no 'obj_id'")
-                obj = _obj_id(e["obj_id"], f"{where}, expression {exp_id}")
-                if objects is not None and obj not in objects:
-                    raise DatasetError(
-                        f"{where}, expression {exp_id}: obj_id {obj} is not an object of that video in "
-                        f"{self.meta_json_path} (objects: {', '.join(map(str, sorted(objects))) or 'none'})"
-                    )
-            exps.append(YTVOSExpression(vid, exp_id, e["exp"], obj, str(e.get("type", ""))))
-        return YTVOSVideo(vid, tuple(sorted(frames)), tuple(exps), dict(objects or {}))
-
-    # ------------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def video(self, video_id: str) -> YTVOSVideo:
-        try:
-            return self.videos[video_id]
-        except KeyError:
-            raise DatasetError(f"video {video_id!r} is not in the {self.split} split ({self.meta_path})") from None
-
-    def category(self, video_id: str, obj_id: int) -> str | None:
-        """The object's category from meta.json (None without meta.json or category)."""
-        return self.video(video_id).objects.get(int(obj_id), {}).get("category")
-
-    def frame_path(self, video_id: str, frame: str) -> Path:
-        return self.image_dir / video_id / f"{frame}.jpg"
-
-    def annotation_path(self, video_id: str, frame: str) -> Path:
-        if self.annotation_dir is None:
-            raise DatasetError(f"the {self.split} split has no annotations")
-        return self.annotation_dir / video_id / f"{frame}.png"
-
-    def load_frame(self, video_id: str, frame: str) -> Image.Image:
-        """The frame as RGB PIL at its original size."""
-        path = self.frame_path(video_id, frame)
-        if not path.is_file():
-            folder = path.parent
-            hint = "" if folder.is_dir() else f" (the video folder {folder} does not exist)"
-            raise DatasetError(f"frame file {path} not found{hint}")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB") if im.mode != "RGB" else im.copy()
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as e:
-            raise DatasetError(f"cannot read frame {path}: {e}") from None
-
-    def load_annotation(self, video_id: str, frame: str) -> np.ndarray:
-        """The annotation's palette index array, uint8 (H, W): pixel value = object id."""
-        path = self.annotation_path(video_id, frame)
-        if not path.is_file():
-            folder = path.parent
-            hint = "" if folder.is_dir() else f" (the annotation folder {folder} does not exist)"
-            raise DatasetError(f"annotation file {path} not found{hint}")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                if im.mode not in ("P", "L"):
-                    raise DatasetError(f"annotation {path} is a mode {im.mode} image, expected a palette (P) PNG")
-                return np.array(im, dtype=np.uint8)  # the index array, never the RGB colours
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as e:
-            raise DatasetError(f"cannot read annotation {path}: {e}") from None
-
-    def object_ids(self, video_id: str) -> list[frozenset[int]]:
-        """Per listed frame, the object ids present in its annotation (decodes every PNG once)."""
-        ids = self._ids_per_frame.get(video_id)
-        if ids is None:
-            ids = [
-                frozenset(int(v) for v in np.unique(self.load_annotation(video_id, f)) if v)
-                for f in self.video(video_id).frames
-            ]
-            self._ids_per_frame[video_id] = ids
-        return ids
-
-
-# --------------------------------------------------------------------------------------------
-# Frame sampling
+# Frame sampling, randomness and tokens (also used by the annotated-frame datasets)
 # --------------------------------------------------------------------------------------------
 def sample_clip_indices(
     anchor: int, num_frames: int, clip_len: int, rng: np.random.Generator, max_local_offset: int = 3
@@ -318,12 +84,31 @@ def sample_clip_indices(
 
 def windows(frames: Sequence[Any] | int, clip_len: int) -> list[list[Any]]:
     """Consecutive non-overlapping windows of ``clip_len`` covering every frame once, in order
-    (the last one is shorter when clip_len does not divide the length). ``frames`` is a list
-    (of frame names, a :class:`YTVOSVideo`'s ``frames``...) or a count (windows of indices)."""
+    (the last one is shorter when clip_len does not divide the length). ``frames`` is a list (of
+    frame names, a :class:`~lavt.data.ytvos_index.YTVOSVideo`'s ``frames``...) or a count
+    (windows of indices)."""
     if isinstance(clip_len, bool) or not isinstance(clip_len, int) or clip_len < 1:
         raise ConfigError(f"window length must be a positive integer, got {clip_len!r}")
     items = list(range(frames)) if isinstance(frames, int) else list(getattr(frames, "frames", frames))
     return [items[i : i + clip_len] for i in range(0, len(items), clip_len)]
+
+
+def fetch_rng(seed: int | None, epoch: int, index: int) -> np.random.Generator:
+    """The random stream of one fetch: a pure function of (seed, epoch, index) when seeded, so
+    resumed runs repeat exactly; else seeded from the global torch RNG (seeded per worker)."""
+    if seed is None:
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+    return np.random.default_rng([seed, epoch, index])
+
+
+def tokenize_one(tokenizer: Any, text: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` (L,) of one expression; a tokenizer error becomes a
+    :class:`DatasetError` that names the expression (``where``)."""
+    try:
+        ids, mask = tokenizer([text])
+    except LAVTError as err:
+        raise DatasetError(f"{where}: {err}") from None
+    return ids[0].clone(), mask[0].clone()
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +159,7 @@ class ReferYouTubeVOS(torch.utils.data.Dataset):
         for name, v in (("anchor_stride", anchor_stride), ("eval_clip_len", eval_clip_len)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")
-        self.index = YTVOSIndex(root, split)
+        self.index = self._open_index(root, split)
         if mode == "train" and not self.index.has_annotations:
             raise ConfigError(f"the {split} split has no annotations: use mode='eval'")
         self.split, self.mode = split, mode
@@ -396,7 +181,14 @@ class ReferYouTubeVOS(torch.utils.data.Dataset):
             else:
                 self.samples += [(k, w) for w in range(len(windows(n, eval_clip_len)))]
         if not self.samples:
-            raise DatasetError(f"{self.index.meta_path} holds no expressions for the {split} split")
+            raise DatasetError(self._no_samples_message())
+
+    def _open_index(self, root: str | os.PathLike[str], split: str) -> YTVOSIndex:
+        """The split's index (Ref-DAVIS17 reads its own files into the same interface)."""
+        return YTVOSIndex(root, split)
+
+    def _no_samples_message(self) -> str:
+        return f"{self.index.meta_path} holds no expressions for the {self.split} split"
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -441,18 +233,6 @@ class ReferYouTubeVOS(torch.utils.data.Dataset):
         return np.stack([self.index.load_annotation(vid, f) == obj for f in info["frame_names"]])
 
     # ------------------------------------------------------------------------------------
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.seed is None:
-            return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        return np.random.default_rng([self.seed, self.epoch, index])
-
-    def _tokens(self, e: YTVOSExpression) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            ids, mask = self.tokenizer([e.text])
-        except LAVTError as err:
-            raise DatasetError(f"{self.index.meta_path}: video {e.video_id}, expression {e.exp_id}: {err}") from None
-        return ids[0].clone(), mask[0].clone()
-
     def _masks(self, e: YTVOSExpression, frames: Sequence[str]) -> list[np.ndarray]:
         return [self.index.load_annotation(e.video_id, f) == e.obj_id for f in frames]
 
@@ -468,7 +248,7 @@ class ReferYouTubeVOS(torch.utils.data.Dataset):
         sample_index = index if index >= 0 else index + len(self)
         extra: dict[str, Any] = {}
         if self.mode == "train":
-            rng = self._rng(sample_index)
+            rng = fetch_rng(self.seed, self.epoch, sample_index)
             idx, masks = self._draw(k, j, rng)
             redraws = 0
             while self.resample_invisible and not any(m.any() for m in masks) and redraws < _MAX_REDRAWS:
@@ -524,7 +304,8 @@ class ReferYouTubeVOS(torch.utils.data.Dataset):
             item["target"] = torch.from_numpy(np.stack([resize_mask(m, s) for m in masks]).astype(np.int64))
             item["valid"] = torch.tensor([bool(m.any()) for m in masks], dtype=torch.bool)
         if self.tokenizer is not None:
-            item["input_ids"], item["attention_mask"] = self._tokens(e)
+            where = f"{self.index.meta_path}: video {e.video_id}, expression {e.exp_id}"
+            item["input_ids"], item["attention_mask"] = tokenize_one(self.tokenizer, e.text, where)
         return item
 
 
@@ -621,7 +402,7 @@ def logits_to_masks(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 def _check_name(value: str, what: str) -> str:
     value = str(value)
-    if not _SAFE_NAME.match(value) or value in (".", ".."):
+    if not SAFE_NAME.match(value) or value in (".", ".."):
         raise InputError(f"{what} {value!r} is not a plain file name")
     return value
 

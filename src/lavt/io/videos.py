@@ -101,7 +101,9 @@ def _check_same_size(frames: Sequence[Image.Image], names: Sequence[str], source
 
 
 def _load_directory(path: Path, limit: int | None) -> tuple[list[Image.Image], list[str], None]:
-    from .images import load_image  # the one image reader (EXIF orientation, RGB conversion, errors)
+    from .images import (
+        load_image,  # the one image reader (EXIF orientation, RGB conversion, errors)
+    )
 
     files = sorted(
         (p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
@@ -231,6 +233,19 @@ def write_mp4(path: str | os.PathLike[str], images: Sequence[Image.Image], fps: 
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return out
+
+
+def check_frame_names(names: Sequence[str], n: int) -> list[str]:
+    out = [str(x) for x in names]
+    if len(out) < n:
+        raise InputError(f"{len(out)} frame names for {n} frames")
+    out = out[:n]
+    for name in out:
+        if not name or name in (".", "..") or any(c in name for c in "/\\\x00"):
+            raise InputError(f"frame name {name!r} is not a plain file name")
+    if len(set(out)) != len(out):
+        raise InputError("frame names are not unique")
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 
@@ -37,3 +38,11 @@ def warn_if_slow(precision: str, device: torch.device | str) -> bool:
         stacklevel=3,
     )
     return True
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a precision name: none for "fp32", bf16 / fp16 autocast otherwise."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)

@@ -54,7 +54,7 @@ def init_unified(
     """Fill a unified model from an image LAVT (2D path) and/or a video LAVT (3D path and the
     shared parts). Checks every shape before touching the model. Returns ``{'from_video',
     'from_image', 'resized', 'untouched'}`` lists of our keys."""
-    from .official import resize_relative_position_bias_table
+    from .swin import resize_relative_position_bias_table
 
     cfg = model.config
     if not cfg.unified:
@@ -114,7 +114,7 @@ def init_unified(
 def init_unified_2d_from_swin(model: LAVT, path_or_state: str | Path | dict[str, Any]) -> dict[str, list[str]]:
     """The 2D path of a unified model from a Swin classification checkpoint (ImageNet-22K),
     through the image initialiser on a same-size image LAVT."""
-    from .official import init_backbone_from_swin
+    from .swin import init_backbone_from_swin
 
     cfg = model.config
     fields = {f: getattr(cfg, f) for f in ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio")}

@@ -72,7 +72,9 @@ def _import_torch() -> None:
     from lavt.models.lavt import LAVT as _LAVT
     from lavt.models.pwam import PWAM as _PWAM
     from lavt.models.pwam import TokenNorm as _TokenNorm
-    from lavt.runtime.precision import autocast as _autocast  # what the trainer and Predictor use
+    from lavt.runtime.precision import (
+        autocast as _autocast,  # what the trainer and Predictor use
+    )
 
     torch, F, swin_mod, LAVTConfig, LAVT, PWAM, TokenNorm = _torch, _F, _swin, _Cfg, _LAVT, _PWAM, _TokenNorm
     autocast, CPU = _autocast, _torch.device("cpu")

@@ -101,11 +101,11 @@ def run_child(args: argparse.Namespace) -> None:
     import torch
 
     import lavt.models.encoder as encoder_mod
-    from lavt.engine.config import load_run_config
     from lavt.engine.build import freeze_untrained, param_groups, poly_schedule
-    from lavt.runtime.precision import autocast
+    from lavt.engine.config import load_run_config
     from lavt.engine.losses import build_loss
     from lavt.models.text import trim_padding
+    from lavt.runtime.precision import autocast
 
     harness.set_threads(args.threads)
     name = args.configs[0]

@@ -97,13 +97,23 @@ def train_and_evaluate(data_root: Path, overrides: list[str], val_max: int | Non
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from lavt.data.refer import collate_refer
     from lavt.apps.demo import demo_config
-    from lavt.runtime.distributed import DistEnv
-    from lavt.engine.build import EpochSampler, TextFeatureCache, build_datasets, poly_schedule
-    from lavt.evaluation.protocols import evaluate
+    from lavt.data.refer import collate_refer
+    from lavt.engine.build import (
+        EpochSampler,
+        TextFeatureCache,
+        build_datasets,
+        poly_schedule,
+    )
     from lavt.engine.losses import build_loss
-    from lavt.models.text import Tokenizer, build_text_encoder, resolve_text_encoder, trim_padding
+    from lavt.evaluation.protocols import evaluate
+    from lavt.models.text import (
+        Tokenizer,
+        build_text_encoder,
+        resolve_text_encoder,
+        trim_padding,
+    )
+    from lavt.runtime.distributed import DistEnv
 
     cfg = demo_config(out_dir, data_root, overrides)
     t, d = cfg.train, cfg.data

@@ -19,7 +19,13 @@ scipy_io = pytest.importorskip("scipy.io")
 
 from dataset_fixtures import built_once, fresh_copy, one_line  # noqa: E402
 
-from lavt.data.a2d import A2DSample, A2DSentences, build_a2d_samples, read_a2d_masks, read_a2d_samples  # noqa: E402
+from lavt.data.a2d import (  # noqa: E402
+    A2DSample,
+    A2DSentences,
+    build_a2d_samples,
+    read_a2d_masks,
+    read_a2d_samples,
+)
 from lavt.data.annotated_frame import (  # noqa: E402
     annotated_position,
     consecutive_window,

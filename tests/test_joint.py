@@ -88,8 +88,8 @@ def test_unified_model_trains_jointly_end_to_end(tmp_path, capsys):
 def test_joint_images_are_one_frame_samples_unless_clip_len_is_set(tmp_path):
     import dataclasses
 
-    from lavt.engine.config import load_run_config
     from lavt.engine.build import build_datasets, make_tokenizer
+    from lavt.engine.config import load_run_config
     from lavt.models.lavt import LAVT
 
     img, vid = tmp_path / "img", tmp_path / "vid"

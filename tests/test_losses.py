@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from lavt.errors import ConfigError
 from lavt.engine.losses import (
     LOSSES,
     boundary_loss,
@@ -14,6 +13,7 @@ from lavt.engine.losses import (
     multiclass_dice_loss,
     weighted_cross_entropy,
 )
+from lavt.errors import ConfigError
 
 LOG3 = math.log(3.0)
 

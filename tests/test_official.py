@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import swin_checkpoint_name
 from torchvision.models.swin_transformer import ShiftedWindowAttention
 
 from lavt.config import LAVTConfig
@@ -443,17 +444,6 @@ def tiny_model(window: int = 7, seed: int = 0, **overrides) -> LAVT:
     return LAVT(LAVTConfig(**{**TINY, "window_size": window, **overrides})).eval()
 
 
-def to_official_swin_name(ours: str) -> str | None:
-    """Our backbone key -> the Microsoft Swin classification key (None: not a Swin weight)."""
-    if ours.startswith("backbone.patch_embed."):
-        return ours[len("backbone.") :]
-    m = re.fullmatch(r"backbone\.stages\.(\d+)\.(blocks\.\d+\..*|downsample\..*)", ours)
-    if not m:
-        return None
-    rest = m.group(2).replace(".mlp.0.", ".mlp.fc1.").replace(".mlp.3.", ".mlp.fc2.")
-    return f"layers.{m.group(1)}.{rest}"
-
-
 def swin_classification_state(model: LAVT, seed: int = 123, num_classes: int = 1000):
     """A classification checkpoint in the official key layout built from ``model``'s Swin shapes,
     with random values, plus head / final norm / relative_position_index / attn_mask entries.
@@ -461,7 +451,7 @@ def swin_classification_state(model: LAVT, seed: int = 123, num_classes: int = 1
     g = torch.Generator().manual_seed(seed)
     sd, mapping = {}, {}
     for ours, value in model.state_dict().items():
-        official = to_official_swin_name(ours)
+        official = swin_checkpoint_name(ours)
         if official is not None:
             sd[official] = torch.randn(value.shape, generator=g)
             mapping[ours] = official

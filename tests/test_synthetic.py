@@ -34,6 +34,14 @@ from lavt.data.synthetic import (  # noqa: E402
     sample_expressions,
     verify_unique_referents,
 )
+from lavt.data.synthetic.image_grammar import TEMPLATES, is_unique  # noqa: E402
+from lavt.data.synthetic.images import (  # noqa: E402
+    IMAGE_SUBDIR,
+    OBJECTS_PER_SPLIT,
+    _enforce_type_fraction,
+)
+from lavt.data.synthetic.render import MIN_VISIBLE_FRACTION  # noqa: E402
+from lavt.data.synthetic.scenes import MIN_VISIBLE_PIXELS  # noqa: E402
 
 SMALL = {"train": 20, "val": 5, "testA": 3, "testB": 3}
 SIZE = (160, 128)  # width, height
@@ -75,7 +83,7 @@ def test_layout_and_schema(dataset):
     ds = root / "synthetic"
     for name in ("instances.json", "refs(unc).p", "synthetic_meta.json"):
         assert (ds / name).is_file(), name
-    assert not list(ds.glob(".*tmp*")) and not list((root / S.IMAGE_SUBDIR).glob(".*tmp*"))
+    assert not list(ds.glob(".*tmp*")) and not list((root / IMAGE_SUBDIR).glob(".*tmp*"))
     assert set(inst) == {"info", "licenses", "images", "annotations", "categories"}
 
     cats = inst["categories"]
@@ -154,11 +162,11 @@ def test_split_populations(dataset):
         per_image[a["image_id"]] = per_image.get(a["image_id"], 0) + 1
     k = 0
     for split in SPLITS:
-        lo, hi = S.OBJECTS_PER_SPLIT[split]
+        lo, hi = OBJECTS_PER_SPLIT[split]
         for _ in range(SMALL[split]):
             assert lo <= per_image[meta_base + k] <= hi, split
             k += 1
-    assert S.OBJECTS_PER_SPLIT["testA"][0] > S.OBJECTS_PER_SPLIT["testB"][1]
+    assert OBJECTS_PER_SPLIT["testA"][0] > OBJECTS_PER_SPLIT["testB"][1]
 
 
 def test_project_loader_reads_it(dataset):
@@ -210,8 +218,8 @@ def test_render_scene_invariants(seed):
         np.testing.assert_array_equal(full, obj.full_mask)  # the polygon is what was rasterised
         np.testing.assert_array_equal(obj.mask, full & ~covered)  # minus everything drawn later
         covered |= full
-        assert obj.area == obj.mask.sum() >= S.MIN_VISIBLE_PIXELS
-        assert obj.area >= S.MIN_VISIBLE_FRACTION * full.sum()
+        assert obj.area == obj.mask.sum() >= MIN_VISIBLE_PIXELS
+        assert obj.area >= MIN_VISIBLE_FRACTION * full.sum()
         # painted pixels: the object's nominal colour within the jitter range
         px = scene.image[obj.mask].astype(int)
         assert np.abs(px - np.array(COLOURS[obj.colour])).max() <= COLOUR_TOLERANCE
@@ -319,7 +327,7 @@ def test_ambiguous_expressions_are_rejected():
     scene = _two_red_circles(dx=3)  # two red circles, nearly the same x
     ambiguous = Expression("attribute", Desc(shape="circle", colour="red"))
     assert resolve(ambiguous, scene) == [0, 1]
-    assert not S.is_unique(ambiguous, scene, 0) and not S.is_unique(ambiguous, scene, 1)
+    assert not is_unique(ambiguous, scene, 0) and not is_unique(ambiguous, scene, 1)
     leftmost = Expression("position", Desc(shape="circle", colour="red"), where="left")
     assert resolve(leftmost, scene) == [0, 1]  # 3 px apart: within the margin, ambiguous
     rng = np.random.default_rng(0)
@@ -396,7 +404,7 @@ def test_grammar_round_trip_and_rejects():
         Desc(noun="shape"), Desc(size="small", noun="object"),
     ]
     n = 0
-    for etype, by_key in S.TEMPLATES.items():
+    for etype, by_key in TEMPLATES.items():
         for key, templates in by_key.items():
             for variant in range(len(templates)):
                 for d in descs:
@@ -460,12 +468,12 @@ def test_type_fraction_is_enforced():
     refs = [
         {"sentences": [{"type": "attribute"}, {"type": "position"}, {"type": "attribute"}]} for _ in range(6)
     ] + [{"sentences": [{"type": "relation"}]}, {"sentences": [{"type": "attribute"}]}]
-    S._enforce_type_fraction(refs, np.random.default_rng(0))
+    _enforce_type_fraction(refs, np.random.default_rng(0))
     types = [s["type"] for r in refs for s in r["sentences"]]
     assert sum(t in ("relation", "ordinal") for t in types) / len(types) < 1 / 3  # cannot reach: keeps 1 per ref
     assert all(len(r["sentences"]) >= 1 for r in refs)
     refs = [{"sentences": [{"type": t} for t in ("attribute", "ordinal", "position", "attribute")]} for _ in range(5)]
-    S._enforce_type_fraction(refs, np.random.default_rng(0))
+    _enforce_type_fraction(refs, np.random.default_rng(0))
     types = [s["type"] for r in refs for s in r["sentences"]]
     assert sum(t == "ordinal" for t in types) == 5 and 5 / len(types) >= 1 / 3
     assert all(any(s["type"] == "ordinal" for s in r["sentences"]) for r in refs)
@@ -514,7 +522,7 @@ def test_cache_and_force(tmp_path):
     assert first["cached"] is False
     ds = root / "synthetic"
     watched = [ds / "instances.json", ds / "refs(unc).p", ds / "synthetic_meta.json"]
-    watched.append(next((root / S.IMAGE_SUBDIR).glob("*.jpg")))
+    watched.append(next((root / IMAGE_SUBDIR).glob("*.jpg")))
     before = [(p.stat().st_mtime_ns, p.stat().st_ino) for p in watched]
 
     again = generate_synthetic_refer(root, seed=5, num_images=TINY, progress=False)
@@ -531,18 +539,18 @@ def test_cache_and_force(tmp_path):
     smaller = {"train": 2, "val": 1}
     other = generate_synthetic_refer(root, seed=5, num_images=smaller, progress=False)
     assert other["cached"] is False
-    assert len(list((root / S.IMAGE_SUBDIR).glob("*.jpg"))) == 3
+    assert len(list((root / IMAGE_SUBDIR).glob("*.jpg"))) == 3
 
     # an interrupted run (no meta file, the last thing written) is never taken as complete
     (ds / "synthetic_meta.json").unlink()
     assert generate_synthetic_refer(root, seed=5, num_images=smaller, progress=False)["cached"] is False
     # and a missing image invalidates the cache too
-    next((root / S.IMAGE_SUBDIR).glob("*.jpg")).unlink()
+    next((root / IMAGE_SUBDIR).glob("*.jpg")).unlink()
     assert generate_synthetic_refer(root, seed=5, num_images=smaller, progress=False)["cached"] is False
 
 
 def test_foreign_images_are_left_alone(tmp_path):
-    image_dir = tmp_path / S.IMAGE_SUBDIR
+    image_dir = tmp_path / IMAGE_SUBDIR
     image_dir.mkdir(parents=True)
     coco = image_dir / "COCO_train2014_000000581857.jpg"
     coco.write_bytes(b"not ours")

@@ -14,12 +14,15 @@ from PIL import Image
 
 pytest.importorskip("pycocotools.mask")
 
-from lavt.data import synthetic_video as V  # noqa: E402
-from lavt.data.synthetic import COLOUR_TOLERANCE, COLOURS, SHAPES, Desc  # noqa: E402
-from lavt.data.synthetic_video import (  # noqa: E402
+from lavt.data import synthetic as V  # noqa: E402
+from lavt.data.synthetic import (  # noqa: E402  # noqa: E402
+    COLOUR_TOLERANCE,
+    COLOURS,
     MOTIONS,
+    SHAPES,
     VIDEO_EXPRESSION_TYPES,
     VIDEO_TEMPLATES,
+    Desc,
     VideoExpression,
     build_clip,
     generate_synthetic_videos,
@@ -30,6 +33,8 @@ from lavt.data.synthetic_video import (  # noqa: E402
     resolve_video,
     verify_video_referents,
 )
+from lavt.data.synthetic.video_grammar import DIRECTIONS  # noqa: E402
+from lavt.data.synthetic.videos import _save_png  # noqa: E402
 
 SMALL = {"train": 8, "valid": 3}
 FRAMES = 8
@@ -199,7 +204,7 @@ def test_verify_catches_corruption(data, tmp_path):
     png = root / "train" / "Annotations" / vid / f"{entry['frames'][0]}.png"
     ids = png_ids(png)
     ids[ids == ids.max()] = 0  # erase an object from one frame
-    V._save_png(png, ids)
+    _save_png(png, ids)
     meta_path = root / "meta_expressions" / "train" / "meta_expressions.json"
     meta = read_json(meta_path)
     e = meta["videos"][vid]["expressions"]["0"]
@@ -264,7 +269,7 @@ def test_motion_expressions_by_an_independent_reading(data):
         motion = parse_video_expression(e["exp"]).motion
         checked.add(motion.split("_")[0])
         if motion.startswith("moving_"):
-            u = np.asarray(V.DIRECTIONS[motion.split("_")[1]])
+            u = np.asarray(DIRECTIONS[motion.split("_")[1]])
             assert (last - first) @ u > step, e
         elif motion == "still":
             assert present.all() and masks.any(axis=0).sum() <= largest / 0.65 + 1, e

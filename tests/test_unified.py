@@ -166,8 +166,8 @@ def test_bidirectional_pwam_updates_words_between_stages(video):
 
 
 def test_trainer_initialises_a_unified_model_from_image_and_video_models(tmp_path):
-    from lavt.engine.config import load_run_config
     from lavt.engine.build import build_model
+    from lavt.engine.config import load_run_config
 
     image = _randomise(LAVT(LAVTConfig(**DIMS)), 11)
     video = _randomise(LAVT(_video(pwam_structure=12)), 12)

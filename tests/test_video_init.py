@@ -9,12 +9,12 @@ Run with HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import swin_checkpoint_name
 
 from lavt.config import LAVTConfig
 from lavt.errors import CheckpointError, ConfigError
@@ -83,17 +83,6 @@ def words(batch: int = 2, length: int = 5, dim: int = 8):
 # --------------------------------------------------------------------------------------------
 # Video Swin Kinetics checkpoints
 # --------------------------------------------------------------------------------------------
-def to_video_swin_name(ours: str) -> str | None:
-    """Our backbone key -> the Video Swin (mmaction, without ``backbone.``) key; None: not Swin."""
-    if ours.startswith("backbone.patch_embed."):
-        return ours[len("backbone.") :]
-    m = re.fullmatch(r"backbone\.stages\.(\d+)\.(blocks\.\d+\..*|downsample\..*)", ours)
-    if not m:
-        return None
-    rest = m.group(2).replace(".mlp.0.", ".mlp.fc1.").replace(".mlp.3.", ".mlp.fc2.")
-    return f"layers.{m.group(1)}.{rest}"
-
-
 def kinetics_checkpoint(source: LAVT, patch_t: int = 2, seed: int = 123):
     """mmaction-style ``{'state_dict', 'meta'}`` from ``source``'s own Swin weights: official names
     + ``backbone.``, a (C, 3, patch_t, p, p) patch kernel whose temporal sum is ``source``'s kernel,
@@ -102,7 +91,7 @@ def kinetics_checkpoint(source: LAVT, patch_t: int = 2, seed: int = 123):
     g = torch.Generator().manual_seed(seed)
     sd, mapping = {}, {}
     for ours, value in source.state_dict().items():
-        name = to_video_swin_name(ours)
+        name = swin_checkpoint_name(ours)
         if name is None:
             continue
         if name == "patch_embed.proj.weight":

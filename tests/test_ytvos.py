@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from dataset_fixtures import FakeTokenizer, built_once, fresh_copy, one_line
+from PIL import Image
 
 from lavt.data.refer import DatasetError
 from lavt.data.transforms import preprocess_image, resize_mask

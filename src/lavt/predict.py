@@ -251,15 +251,15 @@ class Predictor:
             expressions=texts,
             logits=out_logits,
             probs=out_probs,
-            meta={
-                "image_size": self.image_size,
-                "precision": self.precision,
-                "winograd": self.winograd,
-                "original_size": (height, width),
-            },
+            meta=self._meta(height, width),
         )
 
     __call__ = predict
+
+    def _meta(self, height: int, width: int, **extra: Any) -> dict[str, Any]:
+        """How a prediction was made (input size, precision, decoder algorithm, original size)."""
+        return {"image_size": self.image_size, "precision": self.precision, "winograd": self.winograd,
+                "original_size": (height, width), **extra}
 
     def _forward(self, x: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The model's float32 logits, under bf16 autocast when asked (call in inference mode)."""
@@ -334,14 +334,7 @@ class Predictor:
             frame_names=names,
             fps=fps,
             probs=probs,
-            meta={
-                "image_size": self.image_size,
-                "precision": self.precision,
-                "winograd": self.winograd,
-                "original_size": (height, width),
-                "mode": "clip" if is_video else "per-frame",
-                "window": window if is_video else 1,
-            },
+            meta=self._meta(height, width, mode="clip" if is_video else "per-frame", window=window if is_video else 1),
         )
 
 

@@ -1,4 +1,4 @@
-"""The ``lavt`` command: predict, convert, train, eval, demo. Thin: the work is in ``lavt.predict``
+"""The ``lavt`` command: predict, convert, train, eval, demo, data check. Thin: the work is in ``lavt.predict``
 and ``lavt.engine``.
 
 User errors (:class:`lavt.errors.LAVTError`) print one line ``lavt: error: <message>`` and exit
@@ -12,12 +12,12 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 from ..errors import ConfigError, LAVTError, LAVTWarning, TrainingInterrupted
-from ..io.outputs import check_output_folder, check_writable_folder
 from ..io.inputs import model_source, validate_expressions
+from ..io.outputs import check_output_folder, check_writable_folder
 
 PROG = "lavt"
 # measured wall-clock times (README "The demo"; the same figures everywhere)

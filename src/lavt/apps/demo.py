@@ -18,7 +18,6 @@ both runs (the control differs only in ``data.blank_expressions``).
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,18 +26,7 @@ import torch
 
 from ..engine.config import RunConfig, load_run_config
 from ..errors import ConfigError
-from .demo_runner import (
-    claim_output_dir,
-    drop_weights,
-    html_table,
-    machine_info,
-    plot_curves,
-    run_summaries,
-    timed_runs,
-    timings,
-    write_page,
-    write_report,
-)
+from . import demo_runner as runner
 
 RUNS = ("lavt", "control")
 RUN_TITLES = {"lavt": "LAVT", "control": "language-blind control"}
@@ -74,22 +62,11 @@ def run_configs(cfg: RunConfig, out_dir: str | Path) -> dict[str, RunConfig]:
 
 
 # ----------------------------------------------------------------------------------------------
-# training + evaluation of one run (in this process or in a worker)
-# ----------------------------------------------------------------------------------------------
-# ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
 def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Overall and per-type oIoU / mIoU / P@0.5 of both runs, and the LAVT - control margins."""
-    table: dict[str, Any] = {}
-    for name, r in results.items():
-        val = r["val"]
-        row = {"overall": {k: val[k] for k in ("oIoU", "mIoU", "P@0.5", "n") if k in val}}
-        for t in TYPES:
-            g = val.get("groups", {}).get(t)
-            if g:
-                row[t] = {k: g[k] for k in ("oIoU", "mIoU", "P@0.5", "n") if k in g}
-        table[name] = row
+    table = runner.metric_table(results, TYPES, ("oIoU", "mIoU", "P@0.5", "n"))
     if "lavt" in table and "control" in table:
         table["margin"] = {
             part: {k: table["lavt"][part][k] - table["control"][part][k] for k in ("oIoU", "mIoU")}
@@ -189,13 +166,13 @@ def write_html(report: dict[str, Any], path: Path) -> None:
     ]
     rows.append(("expressions", [str(s["lavt"][p].get("n", "-")) for p in parts]))
     machine = report["machine"]
-    write_page(path, "lavt demo", f"""<p>Synthetic referring benchmark in the RefCOCO layout ({report['data']['train_sentences']}
+    runner.write_page(path, "lavt demo", f"""<p>Synthetic referring benchmark in the RefCOCO layout ({report['data']['train_sentences']}
 training expressions on {report['data']['train_images']} images), a small LAVT trained from scratch with the
 pretrained MiniLM text encoder, and the same model trained with every expression blanked
 (language-blind control). Val oIoU (%) over all {s['lavt']['overall'].get('n', '')} val expressions, final weights,
 official protocol:</p>
-{html_table(parts, rows)}
-<p>Time: {html.escape(timings(report['seconds']))} on {html.escape(machine['cpu_count_str'])}
+{runner.html_table(parts, rows)}
+<p>Time: {html.escape(runner.timings(report['seconds']))} on {html.escape(machine['cpu_count_str'])}
 ({html.escape(machine['processor'])}; flags {html.escape(machine['cpu_flags'])}).</p>
 <h2>Examples (val)</h2><img src="overlays.png" alt="overlay grid">
 <h2>Training curves</h2><img src="curves.png" alt="loss and val oIoU curves">
@@ -208,59 +185,57 @@ official protocol:</p>
 # ----------------------------------------------------------------------------------------------
 # entry point
 # ----------------------------------------------------------------------------------------------
-def run_demo(
-    out_dir: str | Path = "lavt-demo",
-    data_root: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    parallel: bool | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-) -> dict[str, Any]:
+def example_rows(out: Path, runs: dict[str, RunConfig], cfg: RunConfig) -> list[dict[str, Any]]:
+    """The overlay grid's rows: a few val expressions of every type, with both final models' masks
+    (the control always sees the blank expression it was trained on)."""
     from ..data.refer import ReferSegmentation
-    from ..data.synthetic import generate_synthetic_refer
     from ..models.lavt import LAVT
-
-    start = time.perf_counter()
-    out = Path(out_dir)
-    cfg = demo_config(out, data_root, overrides)  # config errors first, before touching out
-    claim_output_dir(out, RUNS, overwrite)
-    seconds: dict[str, float] = {}
-
-    t = time.perf_counter()
-    data = generate_synthetic_refer(cfg.data.root, dataset_name=cfg.data.dataset, progress=progress, **cfg.data.synthetic)
-    seconds["data"] = time.perf_counter() - t
-
-    runs = run_configs(cfg, out)
-    results, parallel = timed_runs(runs, parallel, progress, seconds)
-
-    t = time.perf_counter()
-    summary = summarise(results)
-    models = {name: LAVT.from_pretrained(out / name / "final_model").eval() for name in RUNS}
     from ..models.text import Tokenizer
 
-    datasets = {}
+    rows: list[dict[str, Any]] = []
     for name, c in runs.items():
-        datasets[name] = ReferSegmentation(
+        dataset = ReferSegmentation(
             c.data.root, c.data.dataset, c.data.split_by, split=c.data.val_split, image_size=c.data.image_size,
             mode="eval", tokenizer=Tokenizer.from_config(cfg.model.text_encoder),
             blank_expressions=c.data.blank_expressions,
         )
-    indices = pick_examples(datasets["lavt"])
-    rows = predict_examples({"lavt": models["lavt"]}, datasets["lavt"], indices)
-    control_rows = predict_examples({"control": models["control"]}, datasets["control"], indices)
-    for row, crow in zip(rows, control_rows):
-        row["pred"]["control"], row["iou"]["control"] = crow["pred"]["control"], crow["iou"]["control"]
-    plot_overlays(rows, out / "overlays.png")
-    plot_curves(results, out / "curves.png", RUN_TITLES, "oIoU", "val oIoU")
-    del models
-    drop_weights(out / "control")  # the control is there to be compared with, not used
-    seconds["report"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - start
+        model = LAVT.from_pretrained(out / name / "final_model").eval()
+        if not rows:
+            rows = predict_examples({name: model}, dataset, pick_examples(dataset))
+            continue
+        for row, other in zip(rows, predict_examples({name: model}, dataset, [r["index"] for r in rows])):
+            row["pred"][name], row["iou"][name] = other["pred"][name], other["iou"][name]
+    return rows
+
+
+def run_demo(out_dir: str | Path = "lavt-demo", data_root: str | Path | None = None, overrides: Sequence[str] = (),
+             parallel: bool | None = None, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    from ..data.synthetic import generate_synthetic_refer
+
+    seconds = runner.Timings()
+    out = Path(out_dir)
+    cfg = demo_config(out, data_root, overrides)  # config errors first, before touching out
+    runner.claim_output_dir(out, RUNS, overwrite)
+    with seconds.phase("data"):
+        data = generate_synthetic_refer(
+            cfg.data.root, dataset_name=cfg.data.dataset, progress=progress, **cfg.data.synthetic
+        )
+
+    runs = run_configs(cfg, out)
+    results, parallel = runner.timed_runs(runs, parallel, progress, seconds)
+
+    with seconds.phase("report"):
+        summary = summarise(results)
+        rows = example_rows(out, runs, cfg)
+        plot_overlays(rows, out / "overlays.png")
+        runner.plot_curves(results, out / "curves.png", RUN_TITLES, "oIoU", "val oIoU")
+        runner.drop_weights(out / "control")  # the control is there to be compared with, not used
+    seconds.finish()
 
     report = {
         "summary": summary,
         "seconds": seconds,
-        "runs": run_summaries(results),
+        "runs": runner.run_summaries(results),
         "data": {
             "root": str(cfg.data.root),
             "cached": bool(data.get("cached")),
@@ -271,10 +246,8 @@ def run_demo(
         },
         "examples": [{"index": r["index"], "type": r["type"], "text": r["text"], "iou": r["iou"]} for r in rows],
         "config": cfg.to_dict(),
-        "machine": machine_info(parallel),
     }
-    write_report(out, report, write_html)
-    return report
+    return runner.write_report(out, report, write_html, parallel)
 
 
 def format_summary(report: dict[str, Any]) -> str:

@@ -4,13 +4,14 @@ the HTML page around each demo's own tables and figures."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,16 +138,32 @@ def train_runs(runs: dict[str, RunConfig], parallel: bool, progress: bool = True
     return {name: results[name] for name in runs}
 
 
+class Timings(dict):
+    """Wall-clock seconds of a demo's phases ("data", "train+eval", "report") and its "total"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self[name] = time.perf_counter() - start
+
+    def finish(self) -> None:
+        self["total"] = time.perf_counter() - self._start
+
+
 def timed_runs(
-    runs: dict[str, RunConfig], parallel: bool | None, progress: bool, seconds: dict[str, float]
+    runs: dict[str, RunConfig], parallel: bool | None, progress: bool, seconds: Timings
 ) -> tuple[dict[str, dict[str, Any]], bool]:
     """:func:`train_runs` with the demos' default (side by side on 2+ cores), its wall-clock time
     recorded in ``seconds["train+eval"]``; returns the results and whether they ran in parallel."""
     if parallel is None:
         parallel = (os.cpu_count() or 1) >= 2
-    start = time.perf_counter()
-    results = train_runs(runs, parallel=parallel, progress=progress)
-    seconds["train+eval"] = time.perf_counter() - start
+    with seconds.phase("train+eval"):
+        results = train_runs(runs, parallel=parallel, progress=progress)
     return results, parallel
 
 
@@ -162,6 +179,20 @@ def finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [finite(v) for v in obj]
     return obj
+
+
+def metric_table(results: dict[str, dict[str, Any]], types: Sequence[str], keys: Sequence[str]) -> dict[str, Any]:
+    """Per run: the ``keys`` of its final validation overall and per expression type."""
+    table: dict[str, Any] = {}
+    for name, r in results.items():
+        val = r["val"]
+        row = {"overall": {k: val[k] for k in keys if k in val}}
+        for t in types:
+            group = val.get("groups", {}).get(t)
+            if group:
+                row[t] = {k: group[k] for k in keys if k in group}
+        table[name] = row
+    return table
 
 
 def run_summaries(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -238,10 +269,15 @@ th:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
 """)
 
 
-def write_report(out: Path, report: dict[str, Any], page: Callable[[dict[str, Any], Path], None]) -> None:
-    """``metrics.json`` (NaN as null) and the page ``page(report, out / "index.html")`` writes."""
+def write_report(
+    out: Path, report: dict[str, Any], page: Callable[[dict[str, Any], Path], None], parallel: bool
+) -> dict[str, Any]:
+    """Add the machine to ``report``, write ``metrics.json`` (NaN as null) and the page
+    ``page(report, out / "index.html")`` renders; returns the report."""
+    report["machine"] = machine_info(parallel)
     (out / "metrics.json").write_text(json.dumps(finite(report), indent=2))
     page(report, out / "index.html")
+    return report
 
 
 def timings(seconds: dict[str, float]) -> str:

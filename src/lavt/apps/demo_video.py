@@ -17,26 +17,15 @@
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .demo_runner import (
-    claim_output_dir,
-    html_table,
-    machine_info,
-    plot_curves,
-    run_summaries,
-    timed_runs,
-    timings,
-    write_page,
-    write_report,
-)
 from ..engine.config import RunConfig, load_run_config
 from ..errors import ConfigError
+from . import demo_runner as runner
 
 RUNS = ("pwam3d", "naive", "frames")
 RUN_TITLES = {
@@ -71,16 +60,8 @@ def video_run_configs(out_dir: str | Path, data_root: str | Path | None, overrid
 
 
 def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    table: dict[str, Any] = {}
-    for name, r in results.items():
-        val = r["val"]
-        row = {"overall": {k: val[k] for k in ("J&F", "J", "F", "n") if k in val}}
-        for t in TYPES:
-            g = val.get("groups", {}).get(t)
-            if g:
-                row[t] = {k: g[k] for k in ("J&F", "J", "F", "n") if k in g}
-        table[name] = row
-    return table
+    """Overall and per-type J&F, J, F of every run."""
+    return runner.metric_table(results, TYPES, ("J&F", "J", "F", "n"))
 
 
 @torch.inference_mode()
@@ -150,54 +131,44 @@ def write_html(report: dict[str, Any], path: Path) -> None:
     s = report["summary"]
     parts = ["overall", *TYPES]
     rows = [(RUN_TITLES[name], [s[name].get(p, {}).get("J&F") for p in parts]) for name in s]
-    write_page(path, "lavt video demo", f"""<p>Synthetic referring videos in the Ref-YouTube-VOS layout; three small models trained from
+    runner.write_page(path, "lavt video demo", f"""<p>Synthetic referring videos in the Ref-YouTube-VOS layout; three small models trained from
 scratch with the pretrained MiniLM text encoder, same data and recipe. Valid J&amp;F (%) over every
 expression (whole video per pass, official post-processing):</p>
-{html_table(parts, rows)}
-<p>Time: {html.escape(timings(report['seconds']))}.</p>
+{runner.html_table(parts, rows)}
+<p>Time: {html.escape(runner.timings(report['seconds']))}.</p>
 <h2>Example (valid)</h2><img src="frames.png" alt="frames, ground truth and masks">
 <h2>Training curves</h2><img src="curves.png" alt="loss and J&amp;F curves">""")
 
 
-def run_video_demo(
-    out_dir: str | Path = "lavt-video-demo",
-    data_root: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    parallel: bool | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    from ..data.synthetic_video import generate_synthetic_videos
+def run_video_demo(out_dir: str | Path = "lavt-video-demo", data_root: str | Path | None = None,
+                   overrides: Sequence[str] = (), parallel: bool | None = None, progress: bool = True,
+                   overwrite: bool = False) -> dict[str, Any]:
+    from ..data.synthetic import generate_synthetic_videos
 
-    start = time.perf_counter()
+    seconds = runner.Timings()
     out = Path(out_dir)
     runs = video_run_configs(out, data_root, overrides)
-    claim_output_dir(out, list(runs), overwrite)
+    runner.claim_output_dir(out, list(runs), overwrite)
     first = runs["pwam3d"]
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
     assert first.data.synthetic is not None
-    data = generate_synthetic_videos(first.data.root, progress=progress, **first.data.synthetic)
-    seconds["data"] = time.perf_counter() - t
-    results, parallel = timed_runs(runs, parallel, progress, seconds)
-    t = time.perf_counter()
-    summary = summarise(results)
-    example = example_rows(out, runs)
-    plot_frames(example, out / "frames.png")
-    plot_curves(results, out / "curves.png", RUN_TITLES, "J&F", "valid J&F")
-    seconds["report"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - start
+    with seconds.phase("data"):
+        data = generate_synthetic_videos(first.data.root, progress=progress, **first.data.synthetic)
+    results, parallel = runner.timed_runs(runs, parallel, progress, seconds)
+    with seconds.phase("report"):
+        summary = summarise(results)
+        example = example_rows(out, runs)
+        plot_frames(example, out / "frames.png")
+        runner.plot_curves(results, out / "curves.png", RUN_TITLES, "J&F", "valid J&F")
+    seconds.finish()
     report = {
         "summary": summary,
         "seconds": seconds,
-        "runs": run_summaries(results),
+        "runs": runner.run_summaries(results),
         "data": {k: data[k] for k in ("root", "cached") if k in data} | {"splits": data.get("splits")},
         "example": {"text": example["text"], "type": example["type"]},
         "config": first.to_dict(),
-        "machine": machine_info(parallel),
     }
-    write_report(out, report, write_html)
-    return report
+    return runner.write_report(out, report, write_html, parallel)
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -269,41 +240,31 @@ def unified_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
-def run_unified_demo(
-    out_dir: str | Path = "lavt-unified-demo",
-    data_root: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    parallel: bool | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    from ..data.synthetic import generate_synthetic_refer
-    from ..data.synthetic_video import generate_synthetic_videos
+def run_unified_demo(out_dir: str | Path = "lavt-unified-demo", data_root: str | Path | None = None,
+                     overrides: Sequence[str] = (), parallel: bool | None = None, progress: bool = True,
+                     overwrite: bool = False) -> dict[str, Any]:
+    from ..data.synthetic import generate_synthetic_refer, generate_synthetic_videos
 
-    start = time.perf_counter()
+    seconds = runner.Timings()
     out = Path(out_dir)
     runs = unified_run_configs(out, data_root, overrides)
-    claim_output_dir(out, list(runs), overwrite)
+    runner.claim_output_dir(out, list(runs), overwrite)
     joint = runs["unified"].data.joint
     assert joint is not None
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
     image_part, video_part = joint["image"], joint["video"]
-    generate_synthetic_refer(image_part["root"], dataset_name=image_part.get("dataset", "synthetic"), progress=progress,
-                             **(image_part.get("synthetic") or {}))
-    generate_synthetic_videos(video_part["root"], progress=progress, **(video_part.get("synthetic") or {}))
-    seconds["data"] = time.perf_counter() - t
-    results, parallel = timed_runs(runs, parallel, progress, seconds)
-    seconds["total"] = time.perf_counter() - start
+    with seconds.phase("data"):
+        generate_synthetic_refer(image_part["root"], dataset_name=image_part.get("dataset", "synthetic"),
+                                 progress=progress, **(image_part.get("synthetic") or {}))
+        generate_synthetic_videos(video_part["root"], progress=progress, **(video_part.get("synthetic") or {}))
+    results, parallel = runner.timed_runs(runs, parallel, progress, seconds)
+    seconds.finish()
     report = {
         "summary": unified_summary(results),
         "seconds": seconds,
-        "runs": run_summaries(results),
+        "runs": runner.run_summaries(results),
         "config": runs["unified"].to_dict(),
-        "machine": machine_info(parallel),
     }
-    write_report(out, report, write_unified_html)
-    return report
+    return runner.write_report(out, report, write_unified_html, parallel)
 
 
 UNIFIED_CELLS = {"image_oIoU": "image oIoU", "video_J&F": "video J&F", "video_J&F_motion": "J&F motion"}
@@ -312,9 +273,9 @@ UNIFIED_CELLS = {"image_oIoU": "image oIoU", "video_J&F": "video J&F", "video_J&
 def write_unified_html(report: dict[str, Any], path: Path) -> None:
     s = report["summary"]
     rows = [(UNIFIED_TITLES[n], [s[n].get(c) for c in UNIFIED_CELLS]) for n in s]
-    write_page(path, "lavt unified demo", f"""<p>Image val oIoU and video valid J&amp;F (%), final weights.</p>
-{html_table(list(UNIFIED_CELLS.values()), rows)}
-<p>Time: {html.escape(timings(report['seconds']))}.</p>""")
+    runner.write_page(path, "lavt unified demo", f"""<p>Image val oIoU and video valid J&amp;F (%), final weights.</p>
+{runner.html_table(list(UNIFIED_CELLS.values()), rows)}
+<p>Time: {html.escape(runner.timings(report['seconds']))}.</p>""")
 
 
 def format_unified(report: dict[str, Any]) -> str:

@@ -37,7 +37,12 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ConfigError, LAVTError
 from .files import DatasetError, load_json
-from .transforms import preprocess_image, resize_image, resize_mask, to_normalized_tensor
+from .transforms import (
+    preprocess_image,
+    resize_image,
+    resize_mask,
+    to_normalized_tensor,
+)
 
 IMAGE_SUBDIR = os.path.join("images", "mscoco", "images", "train2014")
 MASK_MODES = ("union", "legacy")

@@ -272,7 +272,7 @@ def _video_datasets(cfg: RunConfig, tokenizer) -> tuple[Dataset, Dataset]:
     if d.blank_expressions:
         raise ConfigError("data.blank_expressions is only implemented for the refer layout")
     if d.synthetic is not None:
-        from ..data.synthetic_video import generate_synthetic_videos
+        from ..data.synthetic import generate_synthetic_videos
 
         generate_synthetic_videos(d.root, **d.synthetic)
     train = video_dataset(d, d.train_split, "train", tokenizer, cfg.train.seed)

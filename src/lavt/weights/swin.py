@@ -155,12 +155,7 @@ def init_backbone_from_swin(model: LAVT, path_or_state: str | Path | dict[str, A
             if h_ckpt != h_model:
                 key = f"layers.{i}.blocks.0.attn.relative_position_bias_table"
                 problems.append(f"{key} {tuple(state[key].shape)}: {h_ckpt} heads vs model {h_model}")
-    if problems:
-        raise CheckpointError(
-            f"Swin checkpoint {source} does not fit the model (checkpoint depths {found['depths']}, "
-            f"heads {found['num_heads']}, embed_dim {found['embed_dim']}; model {cfg.depths}, {cfg.num_heads}, "
-            f"{cfg.embed_dim}): " + "; ".join(problems)
-        )
+    _refuse_unfit(f"Swin checkpoint {source}", found, cfg, problems)
 
     own = model.state_dict()
     resized: list[str] = []
@@ -378,12 +373,7 @@ def init_backbone_from_video_swin(
             f"{len(bad_tables)} relative-position table(s) of {what}, e.g. {key} {shape}, but the model's window "
             f"({cfg.temporal_window}, {cfg.window_size}, {cfg.window_size}) needs {model_rows} rows{hint}"
         )
-    if problems:
-        raise CheckpointError(
-            f"Video Swin checkpoint {source} does not fit the model (checkpoint depths {found['depths']}, "
-            f"heads {found['num_heads']}, embed_dim {found['embed_dim']}; model {cfg.depths}, {cfg.num_heads}, "
-            f"{cfg.embed_dim}): " + "; ".join(problems)
-        )
+    _refuse_unfit(f"Video Swin checkpoint {source}", found, cfg, problems)
 
     own = model.state_dict()
     resized: list[str] = []
@@ -472,3 +462,13 @@ def _load_swin_weights(
         f", e.g. {report['missing'][0]}" if report["missing"] else "",
     )
     return report
+
+
+def _refuse_unfit(what: str, found: dict[str, Any], cfg: LAVTConfig, problems: list[str]) -> None:
+    """One CheckpointError line listing every way the checkpoint's architecture differs."""
+    if problems:
+        raise CheckpointError(
+            f"{what} does not fit the model (checkpoint depths {found['depths']}, heads {found['num_heads']}, "
+            f"embed_dim {found['embed_dim']}; model {cfg.depths}, {cfg.num_heads}, {cfg.embed_dim}): "
+            + "; ".join(problems)
+        )

@@ -9,16 +9,11 @@ phrases both share (:mod:`.grammar`).
     :mod:`.writing`                                         atomic files, JPEGs, worker processes
 
 Each image (clip) is drawn from its own random stream, so the same parameters give the same
-bytes. This package replaces the single module ``lavt.data.synthetic``: the names it had are still
-importable from here (its helpers and constants through :func:`__getattr__`).
+bytes.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
-
-from . import grammar, image_grammar, images, render, scenes, writing
 from .clips import (
     DEFAULT_FRAMES,
     DEFAULT_SIZE,
@@ -118,16 +113,3 @@ __all__ = [
     "verify_video_referents",
     "video_id_for",
 ]
-
-
-def _former_name(name: str, owner: str, modules: tuple[ModuleType, ...]) -> Any:
-    """``name`` as the module ``owner`` had it before the split (a constant or a helper that tests
-    reach into), from the first of ``modules`` that holds it now."""
-    for module in modules:
-        if name in vars(module):
-            return vars(module)[name]
-    raise AttributeError(f"module {owner!r} has no attribute {name!r}")
-
-
-def __getattr__(name: str) -> Any:
-    return _former_name(name, __name__, (images, image_grammar, scenes, grammar, render, writing))

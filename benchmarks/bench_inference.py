@@ -7,9 +7,14 @@ Measures, for every (implementation, batch size, precision):
   call (language-aware Swin + PWAMs + gates + decoder + final upsampling), eval mode, under
   ``torch.inference_mode``; fp32 or ``torch.autocast("cpu", dtype=torch.bfloat16)``. The text
   encoder is NOT timed: the model gets random word features (B, L, lang_dim) and a word mask.
-  s/image = median batch time over the repeats / batch size.
-* memory: every configuration runs in a fresh subprocess (this script re-invoked with the
-  hidden ``--child`` flag); the reported figure is the increase of the peak RSS
+  s/image = median batch time over the repeats / batch size. All configurations of one batch
+  size (implementations x precisions, one model switched between them) are timed in one child
+  process, taking turns (round-robin, the order rotated every round), so background load hits
+  all of them alike and each ratio is also taken round by round; ``--separate`` times each
+  alone instead.
+* memory: a separate pass runs every configuration alone in a fresh subprocess (this script
+  re-invoked with the hidden ``--child`` flag) for warm-up + 1 forward (with ``--separate``,
+  that child is the timing one too); the reported figure is the increase of the peak RSS
   (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux) over the peak RSS right after
   the model was built. Model build RSS (RSS after build - RSS before build) is reported too.
 
@@ -244,40 +249,80 @@ def make_inputs(batch: int, height: int, width: int, lang_dim: int, text_len: in
 # =========================================================================================
 # child processes
 # =========================================================================================
+def config_name(impl: str, batch: int, precision: str) -> str:
+    return f"{impl} batch={batch} {precision}"
+
+
+def configurations(args: argparse.Namespace) -> list[tuple[str, int, str]]:
+    """(impl, batch, precision) to run; no winograd/bf16: bf16 autocast never takes the Winograd (fp32) kernel."""
+    impls = list(IMPLS) if args.impl == "all" else [args.impl]
+    return [(impl, b, p) for b in args.batch_sizes for p in args.precisions for impl in impls
+            if not (impl == "winograd" and p != "fp32")]  # fmt: skip
+
+
+def build_for(impls: Any, args: argparse.Namespace) -> Any:
+    """The model for ``impls``: one serves them all (``implementation`` and ``use_winograd`` switch per forward)."""
+    model = build_model(args.preset, args.window)
+    if "winograd" in impls and not model.use_winograd(True):
+        raise RuntimeError("this PyTorch build / CPU has no NNPACK: the winograd implementation cannot run")
+    return model
+
+
+def timed_forward(model: Any, inputs: tuple[Tensor, ...], impl: str, precision: str, run: harness.Run) -> None:
+    """One (warm-up or timed) forward as ``impl`` in ``precision``, logged."""
+    image, words, mask = inputs
+    batch = image.shape[0]
+    model.use_winograd(impl == "winograd")
+    with implementation(impl), torch.inference_mode():
+        with run.timed(), autocast(precision, CPU):
+            out = model(image, text_features=words, text_mask=mask)
+        del out  # freed outside the timed block, as before
+    harness.log(
+        f"    [{config_name(impl, batch, precision)}] {run.label}: {run.seconds:.2f} s ({run.seconds / batch:.2f} "
+        f"s/image; other processes: {run.other_cores:.2f} cores)"
+    )
+
+
+def timing(runs: harness.Repeats, batch: int) -> dict[str, Any]:
+    """The report's timing keys from one configuration's timed runs."""
+    return {
+        "times_s": runs.times,
+        "other_cpu_cores_per_repeat": runs.other_cores,
+        "min_batch_s": min(runs.times),
+        "median_batch_s": runs.median,
+        "spread": harness.spread(runs.times),
+        "s_per_image": runs.median / batch,
+        "images_per_s": batch / runs.median,
+    }
+
+
+def check_eager_patch(impls: Any) -> None:
+    if "eager" in impls and EAGER_CALLS["window_attention"] == 0:
+        raise RuntimeError("eager patch did not take effect")
+
+
 def run_child(args: argparse.Namespace) -> None:
-    """One (impl, batch, precision): build, warm up, time, measure peak RSS."""
+    """One (impl, batch, precision) alone: build, warm up, time, measure peak RSS."""
     _import_torch()
     harness.set_threads(args.threads)
     impl, batch, precision = args.impl, args.batch_sizes[0], args.precisions[0]
-    tag = f"[{impl} b={batch} {precision}]"
     memory = harness.PeakRSS()
-    model = build_model(args.preset, args.window)
-    if impl == "winograd" and not model.use_winograd(True):
-        raise RuntimeError("this PyTorch build / CPU has no NNPACK: the winograd implementation cannot run")
+    model = build_for([impl], args)
     memory.built()
     n_params = sum(p.numel() for p in model.parameters())
 
-    image, words, mask = make_inputs(
-        batch, args.size, args.size, model.config.lang_dim, args.text_len, args.real_words
-    )
+    inputs = make_inputs(batch, args.size, args.size, model.config.lang_dim, args.text_len, args.real_words)
     runs = harness.Repeats(args.warmup, args.repeats)
-    with implementation(impl), torch.inference_mode():
-        for run in runs:
-            with run.timed(), autocast(precision, CPU):
-                out = model(image, text_features=words, text_mask=mask)
-            harness.log(
-                f"    {tag} {run.label}: {run.seconds:.2f} s ({run.seconds / batch:.2f} s/image; "
-                f"other processes: {run.other_cores:.2f} cores)"
-            )
-            del out
+    for run in runs:
+        timed_forward(model, inputs, impl, precision, run)
     peak_over_model = memory.over_build_mib()
     peak_rss = harness.max_rss_kib() / 1024  # since the reset after the build
-    if impl == "eager" and EAGER_CALLS["window_attention"] == 0:
-        raise RuntimeError("eager patch did not take effect")
+    check_eager_patch([impl])
     build = memory.build_report()
     build["model_build_rss_mib"] = build.pop("build_rss_mib")
     harness.emit(
         {
+            "config": config_name(impl, batch, precision),
             "impl": impl,
             "batch": batch,
             "precision": precision,
@@ -285,12 +330,7 @@ def run_child(args: argparse.Namespace) -> None:
             "preset": args.preset,
             "window": args.window,
             "threads": torch.get_num_threads(),
-            "times_s": runs.times,
-            "other_cpu_cores_per_repeat": runs.other_cores,
-            "min_batch_s": min(runs.times),
-            "median_batch_s": runs.median,
-            "s_per_image": runs.median / batch,
-            "images_per_s": batch / runs.median,
+            **timing(runs, batch),
             "peak_over_model_mib": peak_over_model,
             "peak_rss_mib": peak_rss,
             **build,
@@ -298,6 +338,23 @@ def run_child(args: argparse.Namespace) -> None:
             "eager_calls": dict(EAGER_CALLS) if impl == "eager" else None,
         }
     )
+
+
+def run_group_child(args: argparse.Namespace) -> None:
+    """The configurations of ``--child-group`` (one batch size) taking turns in this one process, on one model."""
+    _import_torch()
+    harness.set_threads(args.threads)
+    planned = {config_name(impl, b, p): (impl, p) for impl, b, p in configurations(args)}
+    chosen = {name: planned[name] for name in args.child_group}
+    impls = {impl for impl, _ in chosen.values()}
+    model = build_for(impls, args)
+    batch = args.batch_sizes[0]
+    inputs = make_inputs(batch, args.size, args.size, model.config.lang_dim, args.text_len, args.real_words)
+    turns = harness.RoundRobin(list(chosen), args.warmup, args.repeats)
+    for name, run in turns:
+        timed_forward(model, inputs, *chosen[name], run)
+    check_eager_patch(impls)
+    turns.emit({name: timing(turns.schedules[name], batch) for name in chosen})
 
 
 def run_check_child(args: argparse.Namespace) -> None:
@@ -396,7 +453,7 @@ def run_parent(args: argparse.Namespace) -> int:
         f"lang_dim), {args.real_words} real words per expression).",
         f"warmup {args.warmup}, repeats {args.repeats}; s/image = median batch time / batch; peak MiB over model = "
         f"peak RSS (ru_maxrss, high-water mark reset after the build) minus RSS right after model construction; "
-        f"every configuration runs in a fresh process.",
+        + harness.method_sentence(not args.separate, "one batch size (one model serves them all)"),
     ]
     print("\n".join(header), flush=True)
     print(
@@ -417,24 +474,30 @@ def run_parent(args: argparse.Namespace) -> int:
         print("ERROR: eager baseline does not match ours; refusing to time it.", file=sys.stderr)
         return 1
 
-    # bf16 autocast never takes the Winograd path (it is an fp32 kernel): no winograd/bf16 runs
+    planned = configurations(args)
     jobs = {
-        f"{impl} batch={b} {p}": ["--child", "--impl", impl, "--batch-sizes", str(b), "--precisions", p, *common]
-        for b in args.batch_sizes for p in args.precisions for impl in impls
-        if not (impl == "winograd" and p != "fp32")
+        config_name(impl, b, p): ["--child", "--impl", impl, "--batch-sizes", str(b), "--precisions", p, *common]
+        for impl, b, p in planned
     }  # fmt: skip
-    results, failed = harness.run_children(__file__, jobs, started, progress, CONTENTION, stop_at_failure=True)
+    groups = {  # everything compared at one batch size takes turns in one process
+        f"batch={b}": ([config_name(*config) for config in planned if config[1] == b],
+                       ["--impl", args.impl, "--batch-sizes", str(b), "--precisions", *args.precisions, *common])
+        for b in args.batch_sizes
+    }  # fmt: skip
+    results, failed, timed = harness.run_measurement(
+        __file__, jobs, None if args.separate else groups, started, progress, CONTENTION, stop_at_failure=True
+    )
     if failed:
         return 1
 
     print()
     harness.print_table(
-        ["impl", "batch", "precision", "s/image", "images/s", "peak MiB over model",
+        ["impl", "batch", "precision", "s/image", "spread (max-min)/median", "images/s", "peak MiB over model",
          "other procs' CPU, cores (max over repeats)"],
-        "lrlrrrr",
+        "lrlrrrrr",
         [
-            [r["impl"], r["batch"], r["precision"], f"{r['s_per_image']:.3f}", f"{r['images_per_s']:.3f}",
-             f"{r['peak_over_model_mib']:.0f}", f"{CONTENTION.most(r):.2f}"]
+            [r["impl"], r["batch"], r["precision"], f"{r['s_per_image']:.3f}", f"{100 * r['spread']:.1f} %",
+             f"{r['images_per_s']:.3f}", f"{r['peak_over_model_mib']:.0f}", f"{CONTENTION.most(r):.2f}"]
             for r in results
         ],
     )  # fmt: skip
@@ -445,35 +508,47 @@ def run_parent(args: argparse.Namespace) -> int:
         f"build {results[0]['rss_after_build_mib']:.0f} MiB incl. the Python/torch runtime "
         f"({results[0]['rss_before_build_mib']:.0f} MiB before)."
     )
-    CONTENTION.warn(results)
     by_key = {(r["impl"], r["batch"], r["precision"]): r for r in results}
-    ratios = []
+    over_eager, bf16_over_fp32 = [], []
     if "eager" in impls and len(impls) > 1:
         print()
-        for impl in (i for i in impls if i != "eager"):
-            for batch in args.batch_sizes:
-                for precision in args.precisions:
-                    if (impl, batch, precision) not in by_key:
-                        continue  # not run (winograd is fp32 only)
-                    o, e = by_key[(impl, batch, precision)], by_key[("eager", batch, precision)]
-                    ratio = o["s_per_image"] / e["s_per_image"]
-                    ratios.append({"impl": impl, "batch": batch, "precision": precision, "over_eager": ratio})
-                    print(
-                        f"{impl}/eager latency ratio, batch {batch}, {precision}: {ratio:.3f} "
-                        f"({impl + ' faster' if ratio < 1 else impl + ' NOT faster'}; speedup {1 / ratio:.2f}x); "
-                        f"peak MiB over model: {impl} {o['peak_over_model_mib']:.0f}, eager {e['peak_over_model_mib']:.0f}"
-                    )
+        for o in results:
+            impl, batch, precision = o["impl"], o["batch"], o["precision"]
+            if impl == "eager":
+                continue
+            e = by_key[("eager", batch, precision)]
+            ratio = harness.time_ratio(o, e, "median_batch_s", CONTENTION)  # same batch: = the s/image ratio
+            over_eager.append({"impl": impl, "batch": batch, "precision": precision,
+                               **harness.ratio_record(ratio, "over_eager")})  # fmt: skip
+            headline = harness.headline(ratio)
+            print(
+                f"{impl}/eager latency ratio, batch {batch}, {precision}: {harness.ratio_text(ratio)} "
+                f"({impl + ' faster' if headline < 1 else impl + ' NOT faster'}; speedup {1 / headline:.2f}x); "
+                f"peak MiB over model: {impl} {o['peak_over_model_mib']:.0f}, eager {e['peak_over_model_mib']:.0f}"
+            )
     if "fp32" in args.precisions and "bf16" in args.precisions:
         print()
-        for impl in impls:
-            for batch in args.batch_sizes:
-                if (impl, batch, "bf16") not in by_key:
-                    continue  # not run (winograd is fp32 only)
-                ratio = by_key[(impl, batch, "bf16")]["s_per_image"] / by_key[(impl, batch, "fp32")]["s_per_image"]
-                print(f"bf16/fp32 latency ratio, {impl}, batch {batch}: {ratio:.3f} ({harness.bf16_verdict(ratio)})")
+        for bf in results:
+            impl, batch = bf["impl"], bf["batch"]
+            if bf["precision"] != "bf16":
+                continue  # winograd has no bf16 runs (fp32 only)
+            ratio = harness.time_ratio(bf, by_key[(impl, batch, "fp32")], "median_batch_s", CONTENTION)
+            bf16_over_fp32.append({"impl": impl, "batch": batch, **harness.ratio_record(ratio, "bf16_over_fp32")})
+            verdict = harness.bf16_verdict(harness.headline(ratio))
+            print(f"bf16/fp32 latency ratio, {impl}, batch {batch}: {harness.ratio_text(ratio)} ({verdict})")
+    print()
+    harness.print_rounds(timed)
+    CONTENTION.warn(results)
 
-    meta = {**harness.settings(args, SETTINGS), "timed": "image encoder + decoder (text encoder excluded)"}
-    harness.finish(started, args.json, env, meta, check=check, results=results, latency_over_eager=ratios)
+    meta = {
+        **harness.settings(args, SETTINGS),
+        "timed": "image encoder + decoder (text encoder excluded)",
+        **harness.method_notes(not args.separate),
+    }
+    sections = {"latency_over_eager": over_eager, "latency_bf16_over_fp32": bf16_over_fp32}
+    if not args.separate:
+        sections["interleaved_groups"] = timed
+    harness.finish(started, args.json, env, meta, check=check, results=results, **sections)
     return 0
 
 
@@ -484,6 +559,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precisions", nargs="+", choices=["fp32", "bf16"], default=None, help="default: fp32 bf16 (--quick: fp32)"
     )
     harness.add_run_options(ap, runs="forward", repeats=3, repeats_help="default 3", seed=False)
+    harness.add_interleave_options(ap)
     ap.add_argument("--size", type=int, default=480, help="square image side (default 480)")
     ap.add_argument("--preset", default="base", choices=["tiny", "small", "base", "large"])
     ap.add_argument("--window", type=int, default=12)
@@ -509,7 +585,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return harness.dispatch(parse_args(argv), run_parent, child_check=run_check_child, child=run_child)
+    return harness.dispatch(
+        parse_args(argv), run_parent, child_check=run_check_child, child_group=run_group_child, child=run_child
+    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ Measures, for every configuration {fp32, bf16 autocast} x {activation checkpoint
   bytes of the tensors autograd saves for backward in the forward are summed with
   ``torch.autograd.graph.saved_tensors_hooks`` (distinct storages, parameters excluded): an
   allocator-independent measure of the activation memory that checkpointing reduces.
+  Unlike the latency scripts, the configurations are NOT timed interleaved in one process: they
+  do not fit in memory side by side, so each is timed in its own child, one after the other
+  (judge their ratios by the contention column).
 
 Text encoder: the paper's BERT-base (``--text-encoder bert-base``, default) cannot be downloaded
 offline, so it is built from ``transformers.BertConfig()`` (BERT-base sizes: 12 layers, width

@@ -316,7 +316,7 @@ ERRORS: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("train image size huge", T + ["data.image_size=100000"], ("data.image_size", "2048")),
     ("train image size tiny", T + ["data.image_size=8"], ("data.image_size",)),
     ("train precision unknown", T + ["train.precision=fp8"], ("train.precision",)),
-    ("train fp16 on CPU", T + ["train.precision=fp16", "train.device=cpu"], ("fp16", "CUDA")),
+    ("train switch not a boolean", T + ["train.keep_best=maybe"], ("train.keep_best", "true or false")),
     ("train dataset unknown", T + ["data.name=imagenet"], ("data.name", "imagenet")),
     ("train dataset root missing", T + ["data.root={w}/no_data"], ("no_data",)),
     ("train split unknown", T + ["data.train_split=nope"], ("nope",)),

@@ -68,6 +68,17 @@ def test_shortened_demo_end_to_end(tmp_path, capsys):
         report["summary"]["margin"]["overall"]["oIoU"],
         report["summary"]["lavt"]["overall"]["oIoU"] - report["summary"]["control"]["overall"]["oIoU"],
     )
+    # the reported numbers are each run's own val_metrics.json, and the LAVT one is the oIoU of
+    # the kept final model on the val set, recounted here without the library's evaluate()
+    for run in ("lavt", "control"):
+        own = json.loads((out / run / "val_metrics.json").read_text())
+        assert report["summary"][run]["overall"]["oIoU"] == pytest.approx(own["oIoU"], abs=1e-9)
+        for t, g in own.get("groups", {}).items():
+            assert report["summary"][run][t]["oIoU"] == pytest.approx(g["oIoU"], abs=1e-9)
+    low, high, n = recount_oiou(out / "lavt" / "final_model", out, data)
+    assert n == report["data"]["val_sentences"]
+    assert high - low < 0.05  # only a few near-tie pixels are in doubt
+    assert low - 1e-9 <= report["summary"]["lavt"]["overall"]["oIoU"] <= high + 1e-9, (low, high)
     assert "targets" not in report
     # what is kept: the LAVT model (self-contained) and its checkpoint; the control's weights go
     assert (out / "lavt" / "final_model" / "model.safetensors").is_file() and (out / "lavt" / "last.pt").is_file()
@@ -103,6 +114,35 @@ def test_shortened_demo_end_to_end(tmp_path, capsys):
     assert rc == 0
     assert json.loads((out / "metrics.json").read_text())["data"]["cached"] is True
     assert json.loads((out / "metrics.json").read_text())["runs"]["lavt"]["steps"] == 1
+
+
+def recount_oiou(model_dir, out, data, tie=1e-5) -> tuple[float, float, int]:
+    """Val oIoU of a saved model under the official protocol (argmax at the model resolution vs
+    the nearest-resized mask, summed intersections over summed unions), counted by hand: the
+    bounds it takes with every pixel whose two logits are within ``tie`` counted as background /
+    as object (the run was scored in another process, whose float rounding may differ), and the
+    number of val expressions."""
+    import torch
+
+    from lavt.data.refer import ReferSegmentation, collate_refer
+    from lavt.models.lavt import LAVT
+    from lavt.models.text import Tokenizer
+
+    d = demo_config(out, data, TINY).data
+    model = LAVT.from_pretrained(model_dir).eval()
+    val = ReferSegmentation(d.root, d.dataset, d.split_by, split=d.val_split, image_size=d.image_size, mode="eval",
+                            tokenizer=Tokenizer.from_config(model.config.text_encoder), mask_mode=d.mask_mode)
+    inter, union = np.zeros(2), np.zeros(2)  # [ties as background, ties as object]
+    with torch.inference_mode():
+        for start in range(0, len(val), 16):
+            batch = collate_refer([val[i] for i in range(start, min(start + 16, len(val)))])
+            logits = model(batch["image"], batch["input_ids"], batch["attention_mask"])
+            margin = logits[:, 1] - logits[:, 0]
+            gt = batch["target"].bool()
+            for k, pred in enumerate((margin > tie, margin > -tie)):
+                inter[k] += int((pred & gt).sum())
+                union[k] += int((pred | gt).sum())
+    return 100 * inter.min() / union.max(), 100 * inter.max() / union.min(), len(val)
 
 
 def test_lavt_train_demo_uses_the_cache_lavt_demo_fills(tmp_path, monkeypatch):

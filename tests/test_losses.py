@@ -185,7 +185,16 @@ def test_gradients_finite_even_for_extreme_logits(name):
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
-def test_bf16_autocast_gives_float32_loss(name):
+def test_bf16_autocast_gives_float32_loss(name, monkeypatch):
+    """Inside a bf16 autocast region the loss is the float32 loss, bit for bit, and its own ops
+    run with autocast off. On CPU, autocast leaves softmax / cross-entropy / max-pool in float32
+    anyway, so comparing values alone cannot see whether autocast was disabled: a spy records the
+    autocast state at each of the loss's ops. The same formula computed in bf16 differs from the
+    float32 loss by ~1e-4 (ce) to ~1e-3 (dice), checked below; the comparisons above are exact."""
+    import torch.nn.functional as F
+
+    import lavt.engine.losses as losses
+
     torch.manual_seed(3)
     logits32 = torch.randn(2, 2, 8, 8)
     target = _square(2, 8, 8, 2, 6, 2, 6)
@@ -194,9 +203,45 @@ def test_bf16_autocast_gives_float32_loss(name):
         logits = conv(logits32)
         assert logits.dtype == torch.bfloat16
         loss = build_loss(name)(logits, target)
+        inside = build_loss(name)(logits32, target)  # float32 logits under autocast
     assert loss.dtype == torch.float32
     ref = build_loss(name)(logits.float(), target)
     assert loss.item() == pytest.approx(ref.item(), rel=1e-6, abs=1e-7)
+    assert torch.equal(loss, ref)  # bf16 logits are cast up, then everything runs in float32
+    assert inside.dtype == torch.float32 and torch.equal(inside, build_loss(name)(logits32, target))
+
+    # the loss's ops see autocast disabled, although the caller has it on
+    seen = []
+
+    def spy(fn, op):
+        def wrapped(*args, **kwargs):
+            seen.append((op, torch.is_autocast_enabled("cpu"), args[0].dtype))
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(torch, "softmax", spy(torch.softmax, "softmax"))
+    monkeypatch.setattr(F, "cross_entropy", spy(F.cross_entropy, "cross_entropy"))
+    monkeypatch.setattr(F, "max_pool2d", spy(F.max_pool2d, "max_pool2d"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        spied = build_loss(name)(logits, target)
+    monkeypatch.undo()
+    assert torch.equal(spied, ref)
+    expected_ops = {"ce": {"cross_entropy"}, "dice": {"softmax"}, "dice_boundary": {"softmax", "max_pool2d"}}[name]
+    assert {op for op, _, _ in seen} == expected_ops
+    assert all(not enabled and dtype == torch.float32 for _, enabled, dtype in seen), seen
+
+    # teeth: the same loss computed in bf16 (nothing cast up) is far from the float32 one
+    if name == "ce":  # F.cross_entropy wants its class weights in the logits' dtype
+        in_bf16 = F.cross_entropy(logits.detach(), target, weight=torch.tensor([0.9, 1.1], dtype=torch.bfloat16))
+    else:
+        onehot = losses._onehot
+        monkeypatch.setattr(losses, "_check_inputs", lambda lg, t: (lg, t.long()))
+        monkeypatch.setattr(losses, "_onehot", lambda t: onehot(t).bfloat16())
+        in_bf16 = build_loss(name)(logits.detach(), target)
+        monkeypatch.undo()
+    assert abs(in_bf16.float().item() - ref.item()) > 3e-5, (in_bf16.item(), ref.item())
 
 
 def test_input_validation_messages():

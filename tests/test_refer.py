@@ -342,13 +342,23 @@ def test_train_mode_samples_one_sentence_per_ref(root):
 
 def test_train_mode_reproducible_with_workers(root):
     ds = ReferSegmentation(root, split="test", image_size=16, mode="train")
+    assert ds.ref_ids == [1, 3, 5, 6]
+    choices = [{3}, {6, 7}, {9}, {10, 11}]  # each ref's sentences, in sample order
 
-    def run():
-        torch.manual_seed(123)
+    def run(seed=123):
+        torch.manual_seed(seed)
         loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_refer)
         return [sid for _ in range(3) for batch in loader for sid in batch["sent_id"]]
 
-    assert run() == run()
+    draws = run()
+    assert draws == run()
+    # one sentence of the right ref per sample, 3 epochs of 4 samples
+    assert len(draws) == 12 and all(sid in choices[i % 4] for i, sid in enumerate(draws))
+    # ...and random, not a constant or a per-process copy of one RNG state: the workers are
+    # reseeded every epoch (the epochs differ), and another seed gives other draws
+    epochs = [tuple(draws[4 * e : 4 * e + 4]) for e in range(3)]
+    assert len(set(epochs)) > 1, epochs
+    assert run(seed=7) != draws
 
 
 def test_eval_mode_every_sentence_in_ref_order(root):

@@ -138,8 +138,41 @@ def test_minilm_offline_no_pooler(encoder, tok: Tokenizer) -> None:
         feats = encode_text(encoder, ids, mask)
     assert feats.shape == (2, 20, 384) and feats.dtype == torch.float32
     assert torch.isfinite(feats).all()
-    # pretrained weights, not a random init: different words give clearly different features
+    # different words give clearly different features (that they are the *pretrained* ones is
+    # pinned by test_minilm_features_are_the_pretrained_ones)
     assert (feats[0, 1] - feats[0, 2]).abs().max() > 0.1
+
+
+# (batch row, token position) -> the first 8 word-feature values there, rounded to 1e-4
+MINILM_FEATURES = {
+    (0, 0): [-0.2943, 0.0008, -0.1473, 0.4398, -0.2247, 0.3164, 0.2193, 0.2214],  # "a red car": [CLS]
+    (0, 2): [0.2348, -0.4253, -0.6656, -0.2367, 0.1113, 0.5174, 0.5309, -0.0041],  # "a red car": "red"
+    (1, 4): [-0.1885, 0.3637, -0.3090, 0.0697, 0.1026, 0.0984, 0.4298, -0.0848],  # "the man on the left": 2nd "the"
+}
+MINILM_WORD_EMBEDDING_SUM = 138.0507  # float64 sum of embeddings.word_embeddings.weight (30522 x 384)
+
+
+def test_minilm_features_are_the_pretrained_ones(encoder, tok: Tokenizer) -> None:
+    """The shipped MiniLM (all-MiniLM-L6-v2) weights, not a random init or another checkpoint.
+
+    The literals were produced once with the shipped encoder, exactly as here:
+    ``enc = build_text_encoder("minilm").eval()`` (float32), ``ids, mask = Tokenizer("minilm",
+    max_tokens=20)(["a red car", "the man on the left"])``, ``f = encode_text(enc, ids, mask)``
+    under ``torch.no_grad()``, then ``round(v, 4)`` of ``f[b, pos, :8]`` for the three (b, pos)
+    keys of MINILM_FEATURES, and ``enc.embeddings.word_embeddings.weight.double().sum()``.
+    A random init gives features and a checksum nowhere near these (values ~0.1-1 apart).
+    """
+    assert next(encoder.parameters()).dtype == torch.float32
+    ids, mask = tok(["a red car", "the man on the left"])
+    assert ids[:, :7].tolist() == [[CLS, 1037, 2417, 2482, SEP, 0, 0], [CLS, 1996, 2158, 2006, 1996, 2187, SEP]]
+    with torch.no_grad():
+        feats = encode_text(encoder, ids, mask)
+    for (b, pos), expected in MINILM_FEATURES.items():
+        torch.testing.assert_close(
+            feats[b, pos, :8], torch.tensor(expected), atol=1e-3, rtol=0, msg=f"features at {(b, pos)}"
+        )
+    total = encoder.embeddings.word_embeddings.weight.double().sum().item()
+    assert total == pytest.approx(MINILM_WORD_EMBEDDING_SUM, abs=1e-2), total
 
 
 def test_loading_minilm_is_quiet(capfd) -> None:

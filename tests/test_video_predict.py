@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from cli_helpers import assert_one_error, noise_file, run  # noqa: E402
 from lavt.apps.cli import main  # noqa: E402
 from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
 from lavt.data.ytvos import logits_to_masks  # noqa: E402
-from lavt.errors import ConfigError, InputError  # noqa: E402
+from lavt.errors import ConfigError, EmptyMaskWarning, InputError  # noqa: E402
 from lavt.io.outputs import PALETTE, save_video_prediction  # noqa: E402
 from lavt.io.videos import load_video, write_gif, write_mp4  # noqa: E402
 from lavt.models.lavt import LAVT  # noqa: E402
@@ -291,22 +292,54 @@ def test_cli_video_end_to_end(capsys, tmp_path, model_dir, frames_dir, vp) -> No
     assert str(out / "expressions.json") in stdout.splitlines()
 
 
-def test_cli_submission_from_mp4_in_windows(capsys, tmp_path, model_dir) -> None:
+def balanced_copy(model: LAVT, video, texts, directory: Path, **settings) -> Path:
+    """``model`` with its last layer scaled x20 and its object bias moved so that about half of
+    the pixels of ``video`` are foreground, saved to ``directory`` (the random tiny model finds
+    nothing, and comparing empty masks pixel for pixel would prove nothing)."""
+    import copy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptyMaskWarning)  # this model finds nothing: that is the point
+        probs = Predictor(model, device="cpu", image_size=SIZE).predict_video(
+            video, texts, return_probs=True, progress=False, **settings
+        ).probs
+    margin = np.log(probs / (1 - probs))  # object minus background logit
+    balanced = copy.deepcopy(model)
+    gain = 20.0
+    with torch.no_grad():
+        head = balanced.decoder.conv1_1
+        head.weight.mul_(gain)
+        head.bias.mul_(gain)
+        head.bias[1] -= gain * float(np.median(margin))
+    return balanced.save_pretrained(directory, preprocessing=Preprocessing(SIZE))
+
+
+def test_cli_submission_from_mp4_in_windows(capsys, tmp_path, video_model) -> None:
     rng = np.random.default_rng(1)
     mp4 = write_test_mp4(tmp_path / "clip.mp4", [rng.integers(0, 256, (24, 36, 3), dtype=np.uint8) for _ in range(4)])
+    texts = ["a dog", "a cat"]
+    model_dir = balanced_copy(video_model, mp4, texts, tmp_path / "balanced", window=2, max_frames=3)
     sub = tmp_path / "sub"
-    argv = video_args(model_dir, mp4, "a dog", "a cat") + [
+    argv = video_args(model_dir, mp4, *texts) + [
         "--submission", sub, "--video-id", "abc123", "--exp-id", "0", "--exp-id", "3", "--window", "2",
         "--max-frames", "3",
     ]
     rc, stdout, err = run(capsys, argv)
     assert rc == 0, err
-    for exp in ("0", "3"):
+    # the same clip, model and settings through the API: the masks the submission must hold
+    expected = Predictor(str(model_dir), device="cpu").predict_video(mp4, texts, window=2, max_frames=3, progress=False)
+    assert expected.masks.shape == (2, 3, 24, 36)
+    foreground = expected.masks.mean(axis=(1, 2, 3))
+    assert np.all((foreground > 0.1) & (foreground < 0.9)), foreground  # both classes: the comparison has teeth
+    for k, exp in enumerate(("0", "3")):
         folder = sub / "Annotations" / "abc123" / exp
         assert str(folder) in stdout.splitlines()
         assert sorted(p.name for p in folder.iterdir()) == ["00000.png", "00001.png", "00002.png"]
         mask = Image.open(folder / "00000.png")
         assert mask.mode == "L" and mask.size == (36, 24) and set(np.unique(np.asarray(mask))) <= {0, 255}
+        for t in range(3):
+            written = np.asarray(Image.open(folder / f"{t:05d}.png"))
+            np.testing.assert_array_equal(written == 255, expected.masks[k, t], err_msg=f"{exp}/{t:05d}")
 
 
 NO_MODEL = "no_model_here"

@@ -164,8 +164,8 @@ class Predictor:
     ``exact``: False (default) runs the decoder's 3x3 convolutions with the Winograd algorithm on
     CPUs where PyTorch ships NNPACK (``LAVT.use_winograd``; about 25-30 % less time per image on a
     Swin-B, logits within ~1e-5 relative); True keeps the direct convolution of the official model.
-    The choice is set on the model (``model.use_winograd(not exact)``); ``self.winograd`` says
-    whether Winograd is active.
+    The choice is set on the model (``model.use_winograd(...)``); ``self.winograd`` says whether
+    Winograd is active: never on a GPU nor under bf16 autocast, where the direct convolution runs.
 
     An expression for which the model finds nothing (an all-background mask) gets an
     :class:`~lavt.errors.EmptyMaskWarning` naming it.
@@ -197,7 +197,8 @@ class Predictor:
                 "that includes BERT weights)"
             )
         self.model = model.to(self.device).eval()
-        self.winograd = self.model.use_winograd(not exact)
+        # a CPU float32 kernel: claiming it for CUDA or bf16 would misreport how masks were made
+        self.winograd = self.model.use_winograd(not exact and self.device.type == "cpu" and precision == "fp32")
         self.precision = precision
         self.preprocessing = resolve_preprocessing(model, image_size)
         self.image_size = self.preprocessing.image_size

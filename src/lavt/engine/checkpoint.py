@@ -36,7 +36,10 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's own device only: under torchrun each rank drives one GPU, and every rank
+        # saves its own states (the trainer gathers them), so restoring all devices from one
+        # process would overwrite the other ranks' streams
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -48,7 +51,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def fingerprint(tensors: Iterable[tuple[str, Tensor]]) -> str:

@@ -68,7 +68,7 @@ class TrainConfig:
     # compute each distinct expression's word features once, then reuse them. Pays off when the
     # same expressions recur over many epochs; memory grows with their number (L x C_l floats each).
     cache_text_features: bool = False
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler, CUDA only)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 with a GradScaler; on CPUs without fp16 kernels: slow)
     activation_checkpointing: bool = False
     sync_bn: bool = True  # under DDP on CUDA
     seed: int = 0
@@ -269,6 +269,11 @@ def validate_run_config(cfg: RunConfig) -> None:
     """Values no run can use (batch 0, negative learning rate, 0 epochs, a 100000 px input) are
     one-line errors here, before any model is built or file written."""
     t, d, e = cfg.train, cfg.data, cfg.eval
+    for section, values in (("train", t), ("data", d), ("eval", e)):
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if f.type in (bool, "bool") and not isinstance(value, bool):
+                raise ConfigError(f"{section}.{f.name} must be true or false, got {value!r}")
     for key, minimum in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("checkpoint_every", 1),
                          ("log_every", 1), ("val_every", 0), ("seed", 0)):
         _number(getattr(t, key), f"train.{key}", whole=True, minimum=minimum)

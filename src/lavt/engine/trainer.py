@@ -29,6 +29,7 @@ from ..models.lavt import load_state_dict_strict
 from ..models.text import trim_padding
 from ..runtime.distributed import (
     DistEnv,
+    all_gather_objects,
     barrier,
     cleanup,
     init_distributed,
@@ -81,8 +82,6 @@ class Trainer:
         if t.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"train.precision={t.precision!r} is not one of fp32, bf16, fp16")
         self.env = env or init_distributed(t.device)
-        if t.precision == "fp16" and self.env.device.type != "cuda":
-            raise ConfigError("train.precision=fp16 needs CUDA; use bf16 on CPU")
         warn_if_slow(t.precision, self.env.device)
         torch.manual_seed(t.seed + self.env.rank)
         np.random.seed(t.seed + self.env.rank)
@@ -135,7 +134,8 @@ class Trainer:
             )
         self.optimizer = torch.optim.AdamW(param_groups(self.model, t.weight_decay), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_schedule(self.total_steps, t.lr_power))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (scaler disabled)
+        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=t.precision == "fp16")
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best_oiou = -1.0  # best validation score: oIoU (images) or J&F (videos)
         self.history: dict[str, list] = {"train": [], "val": []}
@@ -157,8 +157,9 @@ class Trainer:
             return None
         return SummaryWriter(str(self.out / "tensorboard"))
 
-    def state_dict(self) -> dict[str, Any]:
-        """What ``last.pt`` / ``best.pt`` hold: tensors, numbers, strings and plain containers."""
+    def state_dict(self, rng_per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """What ``last.pt`` / ``best.pt`` hold: tensors, numbers, strings and plain containers.
+        ``rng_per_rank``: every process's generator states (rank order); default this process's."""
         return {
             "model": {k: v for k, v in self.model.state_dict().items() if k not in self.frozen_keys},
             "frozen_text_encoder": {"keys": sorted(self.frozen_keys), "sha256": self.frozen_fingerprint},
@@ -166,7 +167,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": (rng_per_rank or [rng_state()])[0],
+            # each rank's own generators (dropout / drop-path masks differ per rank): restored per rank
+            "rng_per_rank": rng_per_rank or [rng_state()],
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
@@ -194,14 +197,32 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        set_rng_state(self._own_rng(state, path))
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best_oiou, self.history = state["best_oiou"], state["history"]
         self._saved_step = self.step
 
+    def _own_rng(self, state: dict[str, Any], path: str | Path) -> dict[str, Any]:
+        """This rank's generator states from a checkpoint (all ranks' are stored since they differ)."""
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        if len(per_rank) == self.env.world_size:
+            return per_rank[self.env.rank]
+        import warnings
+
+        warnings.warn(
+            f"{path} was saved by {len(per_rank)} process(es) and is resumed by {self.env.world_size}: the data "
+            "order continues exactly, but random streams (dropout, drop-path) restart from rank 0's, so the run "
+            "is not bit-identical to an uninterrupted one",
+            UserWarning,
+            stacklevel=3,
+        )
+        return per_rank[0]
+
     def save(self, name: str = "last.pt") -> None:
+        """Every rank calls it (each contributes its generator states); rank 0 writes."""
+        rngs = all_gather_objects(rng_state(), self.env)
         if self.env.is_main:
-            save_atomic(self.state_dict(), self.out / name)
+            save_atomic(self.state_dict(rngs), self.out / name)
         if name == "last.pt":
             self._saved_step = self.step
 
@@ -210,6 +231,14 @@ class Trainer:
         t = self.cfg.train
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(epoch)
+        common = dict(
+            num_workers=self.cfg.data.num_workers,
+            collate_fn=collate,
+            pin_memory=self.env.pin_memory,  # page-locked batches: the non_blocking copies in train_step overlap
+            # its own generator: creating the iterator must not consume the global RNG, or a
+            # resumed run (which creates one mid-epoch) would diverge from an uninterrupted one
+            generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch),
+        )
         if self.joint:
             from ..data.joint import JointBatchSampler
 
@@ -217,19 +246,9 @@ class Trainer:
                 self.train_set, t.batch_size, self.cfg.data.image_ratio, t.seed, epoch,
                 self.env.rank, self.env.world_size, skip=skip_batches,
             )
-            return DataLoader(self.train_set, batch_sampler=batches, num_workers=self.cfg.data.num_workers, collate_fn=collate)
+            return DataLoader(self.train_set, batch_sampler=batches, **common)
         sampler = EpochSampler(len(self.train_set), t.seed, epoch, self.env, skip=skip_batches * t.batch_size)
-        return DataLoader(
-            self.train_set,
-            batch_size=t.batch_size,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=self.cfg.data.num_workers,
-            collate_fn=collate,
-            # its own generator: creating the iterator must not consume the global RNG, or a
-            # resumed run (which creates one mid-epoch) would diverge from an uninterrupted one
-            generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch),
-        )
+        return DataLoader(self.train_set, batch_size=t.batch_size, sampler=sampler, drop_last=True, **common)
 
     def train_step(self, batches: list[dict[str, Any]]) -> float:
         """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss."""
@@ -242,11 +261,13 @@ class Trainer:
                 visual = batch["video"] if "video" in batch else batch["image"]
                 # training only: evaluation keeps the official fixed length (bit-for-bit numbers)
                 input_ids, attention_mask = trim_padding(batch["input_ids"], batch["attention_mask"])
-                input_ids, attention_mask = input_ids.to(dev), attention_mask.to(dev)
+                input_ids, attention_mask = input_ids.to(dev, non_blocking=True), attention_mask.to(dev, non_blocking=True)
                 text_features = self.text_cache(input_ids, attention_mask) if self.text_cache is not None else None
                 with autocast(t.precision, dev):
-                    logits = forward_visual(self.ddp_model, visual.to(dev), input_ids, attention_mask, text_features)
-                target = batch["target"].to(dev)
+                    logits = forward_visual(
+                        self.ddp_model, visual.to(dev, non_blocking=True), input_ids, attention_mask, text_features
+                    )
+                target = batch["target"].to(dev, non_blocking=True)
                 if logits.dim() == 5:  # video: every frame of every clip is supervised (official)
                     logits, target = logits.flatten(0, 1), target.flatten(0, 1)
                 loss = self.loss_fn(logits.float(), target) / len(batches)

@@ -54,14 +54,17 @@ def evaluate(
     model.eval()
     n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     indices = list(range(n))[env.rank :: env.world_size]
-    loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, collate_fn=collate)
+    # page-locked batches on a GPU run: the non_blocking copies below then overlap the previous batch's work
+    loader = DataLoader(
+        torch.utils.data.Subset(dataset, indices), batch_size=batch_size, collate_fn=collate, pin_memory=env.pin_memory
+    )
     records = []
     for batch in progress_bar(loader, progress and env.is_main, desc="eval", leave=False):
         with autocast(precision, env.device):
             logits = model(
-                batch["image"].to(env.device),
-                batch["input_ids"].to(env.device),
-                batch["attention_mask"].to(env.device),
+                batch["image"].to(env.device, non_blocking=True),
+                batch["input_ids"].to(env.device, non_blocking=True),
+                batch["attention_mask"].to(env.device, non_blocking=True),
             ).float()
         for k in range(logits.shape[0]):
             if protocol == "official":

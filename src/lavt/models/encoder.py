@@ -139,7 +139,8 @@ class LanguageAwareSwin(nn.Module):
             )
         else:
             self.patch_embed = PatchEmbed2d(cfg.patch_size, cfg.embed_dim)
-        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        # plain numbers: on the CPU even when the model is built under `with torch.device("meta"/"cuda")`
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()
         starts = [sum(cfg.depths[:i]) for i in range(cfg.num_stages)]
         self.stages = nn.ModuleList(
             LanguageAwareStage(cfg, i, rates[starts[i] : starts[i] + cfg.depths[i]]) for i in range(cfg.num_stages)

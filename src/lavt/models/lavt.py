@@ -61,8 +61,10 @@ class LAVT(nn.Module):
         """Run the decoder's 3x3 convolutions with NNPACK's Winograd kernel in CPU float32
         inference (see ``lavt.models.decoder``): ~3x faster convolutions, logits within ~1e-5
         relative of the direct ones. Returns whether it is active (False where this PyTorch build
-        or CPU has no NNPACK). Training and autocast always use the direct convolution."""
-        active = bool(enabled) and winograd_available()
+        or CPU has no NNPACK, and for a model whose decoder is not on the CPU: NNPACK is a CPU
+        kernel). Training and autocast always use the direct convolution."""
+        on_cpu = all(p.device.type == "cpu" for p in self.decoder.parameters())
+        active = bool(enabled) and on_cpu and winograd_available()
         for module in self.modules():
             if isinstance(module, Conv3x3):
                 module.winograd = active

@@ -35,8 +35,12 @@ class TokenNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "instance":
-            var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
-            return (x - mean) * torch.rsqrt(var + self.eps)
+            # statistics in float32, as torch's own norms under autocast: in fp16 the backward of
+            # rsqrt(var + eps) overflows (nan gradients), in bf16 the variance keeps 8 mantissa bits.
+            # In float32 (the official model, the parity tests) this is the same computation.
+            xf = x.float()
+            var, mean = torch.var_mean(xf, dim=1, keepdim=True, correction=0)
+            return ((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
         if self.kind == "layer":
             return self.norm(x)
         if self.kind == "batch":

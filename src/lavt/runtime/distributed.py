@@ -29,17 +29,31 @@ class DistEnv:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def pin_memory(self) -> bool:
+        """Whether data loaders should hand out page-locked batches: only a CUDA device gains
+        (``.to(device, non_blocking=True)`` then overlaps the copy with compute)."""
+        return self.device.type == "cuda"
+
 
 def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: this process's GPU if there is one, else the CPU. A bare ``cuda`` also means this
+    process's GPU (``cuda:LOCAL_RANK``): under torchrun every rank would otherwise take GPU 0."""
     if preference == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(preference)
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(preference)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank)
+    return device
 
 
 def init_distributed(device_preference: str = "auto") -> DistEnv:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DistEnv(device=pick_device(device_preference))
+        device = pick_device(device_preference)
+        if device.type == "cuda":  # made current: torch.cuda RNG save/restore (checkpoints) reads it
+            torch.cuda.set_device(device)
+        return DistEnv(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_preference, local_rank)
     if device.type == "cuda":

@@ -27,16 +27,33 @@ def cpu_has_fast_bf16() -> bool:
         return True
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_has_fast_fp16() -> bool:
+    """Whether oneDNN has float16 kernels for this CPU (AVX512-FP16 / AMX-FP16: Sapphire Rapids and
+    newer). Elsewhere fp16 autocast on the CPU works but is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def warn_if_slow(precision: str, device: torch.device | str) -> bool:
     """Warn (once per call site) when ``precision`` will be emulated slowly on ``device``; True if so."""
-    if precision != "bf16" or torch.device(device).type != "cpu" or cpu_has_fast_bf16():
+    if torch.device(device).type != "cpu":
         return False
-    warnings.warn(
-        f"bf16 on this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX512) has no fast kernels: "
-        "expect it to be many times slower than fp32 (17x for a LAVT training step); use fp32",
-        SlowPrecisionWarning,
-        stacklevel=3,
-    )
+    if precision == "bf16" and not cpu_has_fast_bf16():
+        message = (
+            f"bf16 on this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX512) has no fast kernels: "
+            "expect it to be many times slower than fp32 (17x for a LAVT training step); use fp32"
+        )
+    elif precision == "fp16" and not cpu_has_fast_fp16():
+        message = (
+            "fp16 on this CPU has no fast kernels (they need AVX512-FP16 / AMX-FP16): it runs, with a "
+            "GradScaler, but emulated and slower than fp32; use fp32 (or bf16 where the CPU has it)"
+        )
+    else:
+        return False
+    warnings.warn(message, SlowPrecisionWarning, stacklevel=3)
     return True
 
 

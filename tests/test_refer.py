@@ -20,11 +20,11 @@ mask_utils = pytest.importorskip("pycocotools.mask")
 
 from dataset_fixtures import built_once  # noqa: E402
 
+from lavt.data.files import load_plain_pickle  # noqa: E402
 from lavt.data.refer import (  # noqa: E402
     DatasetError,
     ReferIndex,
     ReferSegmentation,
-    _load_pickle,
     collate_refer,
     expected_split_sizes,
 )
@@ -514,10 +514,24 @@ def test_unreadable_image(fresh_root):
         ReferSegmentation(fresh_root, split="train", image_size=16)[0]
 
 
+def test_a_refs_pickle_that_would_run_code_is_refused(fresh_root, tmp_path):
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = fresh_root / "refcoco" / "refs(unc).p"
+    path.write_bytes(pickle.dumps([{"ref_id": 1, "x": Payload()}], protocol=2))
+    with pytest.raises(DatasetError, match=r"not plain data.*references (posix|os)\.system") as info:
+        ReferIndex(fresh_root)
+    assert "\n" not in str(info.value) and not marker.exists()
+
+
 def test_corrupt_pickle(fresh_root):
     path = fresh_root / "refcoco" / "refs(unc).p"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(DatasetError, match=r"refs\(unc\)\.p is not a readable refs pickle \(corrupt or truncated\?\)"):
+    with pytest.raises(DatasetError, match=r"refs\(unc\)\.p is not a readable refs pickle \(corrupt, truncated"):
         ReferIndex(fresh_root)
     path.write_bytes(pickle.dumps({"not": "a list"}))
     with pytest.raises(DatasetError, match="holds a dict, expected a list of ref dicts"):
@@ -544,7 +558,7 @@ def test_python2_pickle_latin1_fallback(tmp_path):
     # protocol 2, a Python 2 byte string (SHORT_BINSTRING) holding a non-ASCII byte
     path = tmp_path / "py2.p"
     path.write_bytes(b"\x80\x02]q\x00U\x05caf\xe9!q\x01a.")
-    assert _load_pickle(path) == ["caf\xe9!"]
+    assert load_plain_pickle(path) == ["caf\xe9!"]
 
 
 def test_bad_arguments(root):

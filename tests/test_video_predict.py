@@ -275,16 +275,16 @@ def video_args(model, video, *texts, out=None) -> list:
     return args
 
 
-def test_cli_video_end_to_end(capsys, tmp_path, model_dir, frames_dir, vp) -> None:
+def test_cli_video_end_to_end(capsys, tmp_path, video_model, frames_dir) -> None:
+    # a model that finds something (about half of the pixels): comparing empty masks proves nothing
+    model_dir = balanced_copy(video_model, frames_dir, TEXTS, tmp_path / "balanced")
     rc, stdout, err = run(capsys, video_args(model_dir, frames_dir, *TEXTS, out=tmp_path / "out"))
     out = tmp_path / "out" / frames_dir.name  # one folder per input video
     assert rc == 0, err
-    expected = vp.predict_video(frames_dir, TEXTS)
-    # the only lines on stderr: one warning per expression this random model finds nothing for
-    empty = [t for k, t in enumerate(TEXTS) if not expected.masks[k].any()]
-    assert err == [f'lavt: warning: nothing found for "{t}" in any of the {len(NAMES)} frames (the mask is empty)'
-                   for t in empty]
+    assert err == []  # the model's own input size, masks found: nothing to warn about
+    expected = Predictor(str(model_dir), device="cpu").predict_video(frames_dir, TEXTS)
     for k in range(2):
+        assert 0.1 < expected.masks[k].mean() < 0.9  # the comparison below is not trivial
         assert str(out / f"{k:02d}") in stdout.splitlines()
         assert str(out / f"{k:02d}_overlay.gif") in stdout.splitlines()
         for t, name in enumerate(NAMES):

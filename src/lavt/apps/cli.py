@@ -251,7 +251,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(
         cfg, args.model, out=args.out, image_size_given=explicit_size, model_fields_given=explicit_model
     )
-    keys = ("oIoU", "mIoU", "P@0.5", "P@0.7", "P@0.9", "n")
+    keys = ("J&F", "J", "F", "oIoU", "mIoU", "P@0.5", "P@0.7", "P@0.9", "n", "protocol")
+    if "submission" in result:  # a split without ground truth: say what was written and what to do with it
+        where = result.get("zip", result["submission"])
+        print(
+            f"wrote {result['masks']} masks for {result['expressions']} expressions of {result['videos']} videos "
+            f"({result['split']}) to {where}; upload "
+            + ("that zip" if "zip" in result else "a zip of its Annotations/ folder")
+            + " to the Ref-YouTube-VOS evaluation server (CodaLab) to get J&F"
+        )
+        return 0
     print(json.dumps({k: result[k] for k in keys if k in result}))
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,3 +103,31 @@ def int_value(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value.strip())
     return None
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: any class or function reference (the way a pickle runs code)
+    is refused. REFER's refs files are lists of dicts of strings and numbers."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"it references {module}.{name}, and lavt reads only plain lists and dicts")
+
+
+def load_plain_pickle(path: Path) -> Any:
+    """Read a pickle of plain data (a refs file) safely; Python 2 byte strings are retried as latin-1, corruption is one line."""
+
+    def load(**kwargs: Any) -> Any:
+        with open(path, "rb") as f:
+            return _PlainUnpickler(f, **kwargs).load()
+
+    try:
+        try:
+            return load()
+        except UnicodeDecodeError:
+            return load(encoding="latin1")
+    except OSError as e:
+        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception as e:  # UnpicklingError, EOFError, ValueError, ... : all mean a bad file
+        raise DatasetError(
+            f"{path} is not a readable refs pickle (corrupt, truncated or not plain data?): {type(e).__name__}: {e}"
+        ) from None

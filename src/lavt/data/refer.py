@@ -18,14 +18,15 @@ and evaluates on:
 Image and target are resized to exactly ``image_size x image_size`` (bilinear / NEAREST), the
 image normalised with the ImageNet mean/std, the target an int64 {0, 1} map.
 
-The refs file is a pickle; loading a pickle runs code, so only read refs files you trust.
+The refs file is a pickle. It is read with an unpickler that constructs nothing but Python's
+plain types (lists, dicts, strings, numbers), so a booby-trapped refs file cannot run code: it is
+refused with one :class:`DatasetError` line naming what it wanted to build.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import pickle
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,8 +36,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import ConfigError, LAVTError
-from .files import DatasetError, load_json
+from ..errors import ConfigError, LAVTError, LAVTWarning
+from .files import DatasetError, load_json, load_plain_pickle
 from .transforms import (
     preprocess_image,
     resize_image,
@@ -58,26 +59,6 @@ _REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 # --------------------------------------------------------------------------------------------
 # File reading
 # --------------------------------------------------------------------------------------------
-def _load_pickle(path: Path) -> Any:
-    """Read a refs pickle; Python 2 byte strings are retried as latin-1, corruption is one line."""
-
-    def load(**kwargs: Any) -> Any:
-        with open(path, "rb") as f:
-            return pickle.load(f, **kwargs)
-
-    try:
-        try:
-            return load()
-        except UnicodeDecodeError:
-            return load(encoding="latin1")
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-    except Exception as e:  # UnpicklingError, EOFError, ValueError, ... : all mean a bad file
-        raise DatasetError(
-            f"{path} is not a readable refs pickle (corrupt or truncated?): {type(e).__name__}: {e}"
-        ) from None
-
-
 def _pycocotools_mask() -> Any:
     try:
         from pycocotools import mask as mask_utils
@@ -129,7 +110,7 @@ class ReferIndex:
         if not self.instances_path.is_file():
             raise DatasetError(f"instances file {self.instances_path} not found")
 
-        refs = _load_pickle(self.refs_path)
+        refs = load_plain_pickle(self.refs_path)
         instances = load_json(self.instances_path, "instances file")
         self._build(refs, instances)
 
@@ -378,6 +359,19 @@ class ReferSegmentation(torch.utils.data.Dataset):
         self._target_cache: dict[int, np.ndarray] = {}
         self._image_cache: dict[int, np.ndarray] = {}
         self._blank: tuple[torch.Tensor, torch.Tensor] | None = None
+        # the official pipeline encodes an empty expression as [CLS] [SEP] and scores it like any
+        # other; say once how many this split has (RefCOCO+/G-Ref releases contain a few)
+        empty = sum(
+            1 for r in self.ref_ids for sent in self.index.refs[r]["sentences"]
+            if not (sent.get("raw") or sent.get("sent", "")).strip()
+        )
+        if empty and not blank_expressions:
+            warnings.warn(
+                f"{dataset}/{split_by} {split}: {empty} expression(s) are empty; they are encoded as [CLS] [SEP] "
+                f"and scored like the others (as the official evaluation does)",
+                LAVTWarning,
+                stacklevel=2,
+            )
         self._last_original: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -468,6 +462,8 @@ class ReferSegmentation(torch.utils.data.Dataset):
             if self._blank is None:
                 self._blank = self.tokenizer.blank(1)
             ids, mask = self._blank
+        elif not text.strip():  # official: an empty expression is [CLS] [SEP]
+            ids, mask = self.tokenizer.blank(1)
         else:
             try:
                 ids, mask = self.tokenizer([text])

@@ -138,6 +138,18 @@ def poly_schedule(total_steps: int, power: float = 0.9):
     return factor
 
 
+def build_optimizer(model: nn.Module, t: Any) -> torch.optim.AdamW:
+    """The official optimizer: AdamW (decoupled weight decay, betas 0.9/0.999, eps 1e-8, no
+    AMSGrad) over :func:`param_groups` of the parameters that train, learning rate ``t.lr``."""
+    return torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, t: Any) -> torch.optim.lr_scheduler.LambdaLR:
+    """Polynomial decay ``(1 - step / total_steps) ** t.lr_power`` stepped after every optimizer
+    step (official; no warm-up). ``total_steps`` spans the whole run (every epoch)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(total_steps, t.lr_power))
+
+
 def lr_at(step: int, total: int, base_lr: float, power: float = 0.9) -> float:
     """The learning rate after ``step`` optimizer steps (for docs and tests)."""
     return base_lr * poly_schedule(total, power)(step)

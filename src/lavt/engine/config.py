@@ -64,6 +64,11 @@ class TrainConfig:
     loss: str = "ce"  # ce | dice | dice_boundary
     text_encoder_layers: str = "0-9"  # official: only BERT encoder layers 0..9 are optimised; "all", "none", "a-b"
     text_encoder_embeddings: bool = False
+    # true: the text encoder follows model.train() (its dropout is active in training), as in the
+    # official lavt_one and LAVT-RS models (BERT inside the model; the Dice recipes); false: kept in
+    # eval mode for the whole run, as the official two-model `lavt` (a separate BERT; the
+    # conference cross-entropy models)
+    text_encoder_dropout: bool = True
     # With a frozen text encoder (text_encoder_layers: none): run it in eval mode (no dropout) and
     # compute each distinct expression's word features once, then reuse them. Pays off when the
     # same expressions recur over many epochs; memory grows with their number (L x C_l floats each).
@@ -91,6 +96,9 @@ class TrainConfig:
 class EvalConfig:
     split: str = "val"
     protocol: str = "official"  # official: 480x480 vs nearest-resized GT; original: at image size
+    # Ref-DAVIS17: "toolkit" = davis2017-evaluation's unsupervised protocol on merged objects with
+    # Hungarian matching (what the field reports); "per_object" = each expression against its own object
+    davis_protocol: str = "toolkit"
     batch_size: int = 8
     max_samples: int | None = None
 
@@ -294,5 +302,7 @@ def validate_run_config(cfg: RunConfig) -> None:
     _number(e.max_samples, "eval.max_samples", whole=True, minimum=1, optional=True)
     if e.protocol not in ("official", "original"):
         raise ConfigError(f"eval.protocol={e.protocol!r} is not one of official, original")
+    if e.davis_protocol not in ("toolkit", "per_object"):
+        raise ConfigError(f"eval.davis_protocol={e.davis_protocol!r} is not one of toolkit, per_object")
     if not isinstance(d.root, str) or not d.root:
         raise ConfigError(f"data.root must be a folder path, got {d.root!r}")

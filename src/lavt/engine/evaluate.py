@@ -14,10 +14,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from ..evaluation.protocols import evaluate, forward_visual
+from ..evaluation.protocols import evaluate, evaluate_davis_toolkit, forward_visual
 from ..io.torch_files import atomic_write_text
 from ..runtime.distributed import (
     DistEnv,
+    all_gather_objects,
     barrier,
     cleanup,
     init_distributed,
@@ -95,9 +96,17 @@ def evaluate_checkpoint(
             )
         if out is not None and Path(out).is_dir():
             raise ConfigError(f"--out {out} is a folder; give a file name for the metrics JSON (e.g. {Path(out) / 'metrics.json'})")
-        result = evaluate(
-            model, dataset, env, cfg.eval.batch_size, cfg.train.precision, cfg.eval.max_samples, cfg.eval.protocol
-        )
+        if d.name == "davis" and cfg.eval.davis_protocol == "toolkit":
+            result = evaluate_davis_toolkit(model, dataset, env, cfg.train.precision, cfg.eval.max_samples)
+        else:
+            result = evaluate(
+                model, dataset, env, cfg.eval.batch_size, cfg.train.precision, cfg.eval.max_samples, cfg.eval.protocol
+            )
+            if d.name == "davis":  # per object: the sets' J, F, J&F, then their mean (as the toolkit path)
+                from ..data.davis import davis_protocol_summary
+
+                result.update(davis_protocol_summary(result, sets=sorted(result.get("groups", {}))))
+                result["protocol"] = "per_object: each expression against its own object; " + result["protocol"]
         result.update(
             model=str(model_spec), dataset=d.dataset, split_by=d.split_by, split=cfg.eval.split, image_size=size
         )
@@ -139,6 +148,7 @@ def write_video_submission(model: nn.Module, dataset: Any, env: DistEnv, cfg: Ru
     folder = out.with_suffix("") if out.suffix == ".zip" else out
     model.eval()
     n = len(dataset) if cfg.eval.max_samples is None else min(cfg.eval.max_samples, len(dataset))
+    videos, frames = set(), 0
     for index in progress_bar(range(env.rank, n, env.world_size), env.is_main, desc="predict"):
         item = dataset[index]
         with autocast(cfg.train.precision, env.device):
@@ -149,8 +159,14 @@ def write_video_submission(model: nn.Module, dataset: Any, env: DistEnv, cfg: Ru
         sizes = item["orig_sizes"]
         masks = [logits_to_masks(logits[t : t + 1], sizes[t].tolist())[0].numpy() for t in range(logits.shape[0])]
         write_submission(folder, item["video_id"], item["exp_id"], item["frame_names"], masks)
+        videos.add(item["video_id"])
+        frames += len(masks)
+    counts = all_gather_objects((sorted(videos), frames), env)
     barrier(env)
-    result: dict[str, Any] = {"submission": str(folder), "expressions": n, "split": cfg.eval.split}
+    result: dict[str, Any] = {
+        "submission": str(folder), "split": cfg.eval.split, "expressions": n,
+        "videos": len({v for vs, _ in counts for v in vs}), "masks": sum(f for _, f in counts),
+    }
     if out.suffix == ".zip" and env.is_main:
         zip_submission(folder, out)
         result["zip"] = str(out)

@@ -73,7 +73,8 @@ def _check_inputs(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
             f"target values must be 0 (background) or 1 (object), got range "
             f"[{int(target.min())}, {int(target.max())}]"
         )
-    return logits.float(), target
+    # float32 at least (a bf16 / fp16 forward still gets a float32 loss); float64 stays float64
+    return (logits if logits.dtype == torch.float64 else logits.float()), target
 
 
 def _no_autocast(device: torch.device):
@@ -100,8 +101,9 @@ def weighted_cross_entropy(
     if len(weights) != 2:
         raise ValueError(f"weights must have 2 entries (background, object), got {tuple(weights)}")
     with _no_autocast(logits.device):
+        # the official weights are a float32 tensor (0.8999999762, 1.1000000238), also in a float64 run
         weight = torch.as_tensor(tuple(float(x) for x in weights), dtype=torch.float32, device=logits.device)
-        return F.cross_entropy(logits, target, weight=weight, reduction="mean")
+        return F.cross_entropy(logits, target, weight=weight.to(logits.dtype), reduction="mean")
 
 
 def _dice_terms(probs: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:

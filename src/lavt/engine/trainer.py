@@ -42,11 +42,11 @@ from .build import (
     TextFeatureCache,
     build_datasets,
     build_model,
+    build_optimizer,
+    build_scheduler,
     check_files_exist,
     freeze_untrained,
     make_tokenizer,
-    param_groups,
-    poly_schedule,
 )
 from .checkpoint import (
     fingerprint,
@@ -132,8 +132,8 @@ class Trainer:
                 # a unified model trained single-stream leaves one Swin path idle in each batch
                 find_unused_parameters=m.unified and m.unified_train_stream == "single",
             )
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, t.weight_decay), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_schedule(self.total_steps, t.lr_power))
+        self.optimizer = build_optimizer(self.model, t)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, t)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (scaler disabled)
         self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=t.precision == "fp16")
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
@@ -294,7 +294,7 @@ class Trainer:
             with StopRequests(announce=self.env.is_main) as stop:
                 while self.step < self.stop_step and self.epoch < t.epochs:
                     self._stop_if_asked(stop)
-                    self.model.train()
+                    self.train_mode()
                     pending: list[dict[str, Any]] = []
                     for batch in self._loader(self.epoch, self.batch_in_epoch):
                         if self.batch_in_epoch >= batches_per_epoch:
@@ -338,6 +338,13 @@ class Trainer:
             if self.env.is_main:
                 atomic_write_text(self.out / "history.json", json.dumps(plain_values(self.history), indent=1))
         return self.history
+
+    def train_mode(self) -> None:
+        """``model.train()``, except a text encoder kept in eval mode (``train.text_encoder_dropout:
+        false``, the official two-model ``lavt``: its separate BERT never runs dropout)."""
+        self.model.train()
+        if not self.cfg.train.text_encoder_dropout and self.model.text_encoder is not None:
+            self.model.text_encoder.eval()
 
     def _stop_if_asked(self, stop: StopRequests) -> None:
         """After a finished step: if any rank got SIGINT / SIGTERM, every rank saves (rank 0

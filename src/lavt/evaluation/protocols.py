@@ -203,3 +203,69 @@ def forward_visual(
     if text_features is not None:
         return model(visual, text_features=text_features, text_mask=attention_mask)
     return model(visual, input_ids, attention_mask)
+
+
+@torch.inference_mode()
+def evaluate_davis_toolkit(
+    model: nn.Module,
+    dataset: Any,
+    env: DistEnv | None = None,
+    precision: str = "fp32",
+    max_samples: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Ref-DAVIS17 as the field reports it (:mod:`lavt.evaluation.davis_toolkit`): per expression
+    set and video, the objects' predictions merged into one index map per frame and scored by the
+    davis2017 toolkit's unsupervised protocol (Hungarian matching to the ground-truth objects);
+    J, F, J&F per set over its objects, and their mean over the sets. Videos are split across
+    ranks; ``max_samples`` keeps the first videos whose expressions fit in that many."""
+    import torch.nn.functional as F
+
+    from .davis_toolkit import MergedPrediction, score_sequence, summarise
+
+    env = env or DistEnv(device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    by_video: dict[str, list[int]] = {}
+    for index in range(len(dataset)):
+        by_video.setdefault(dataset.sample_info(index)["video_id"], []).append(index)
+    videos, taken = [], 0
+    for video, indices in by_video.items():
+        if max_samples is not None and taken + len(indices) > max_samples and videos:
+            break
+        videos.append(video)
+        taken += len(indices)
+    records: list[tuple[str, str, np.ndarray, np.ndarray]] = []  # (set, video, J (n, T), F (n, T))
+    for video in progress_bar(videos[env.rank :: env.world_size], progress and env.is_main, desc="eval", leave=False):
+        merged: dict[str, MergedPrediction] = {}
+        frame_names: list[str] = []
+        for index in by_video[video]:  # expression order: objects in the order the toolkit's index uses
+            item = dataset[index]
+            frame_names = item["frame_names"]
+            with autocast(precision, env.device):
+                logits = forward_visual(
+                    model, item["video"][None].to(env.device), item["input_ids"][None].to(env.device),
+                    item["attention_mask"][None].to(env.device),
+                )[0].float().cpu()  # (T, 2, S, S)
+            size = tuple(int(v) for v in item["orig_sizes"][0].tolist())
+            probs = F.interpolate(logits, size=size, mode="bilinear", align_corners=True).softmax(1)[:, 1].numpy()
+            label = item.get("type") or ""
+            merged.setdefault(label, MergedPrediction(probs.shape)).add(probs)
+        gt = np.stack([dataset.index.load_annotation(video, f) for f in frame_names])
+        for label, prediction in merged.items():
+            j, f = score_sequence(gt, prediction.index)
+            records.append((label, video, j, f))
+    per_set: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for part in all_gather_objects(records, env):
+        for label, _, j, f in part:
+            per_set.setdefault(label, []).extend(zip(j, f))
+    model.train(was_training)
+    groups = {label: summarise(objects) for label, objects in sorted(per_set.items())}
+    result: dict[str, Any] = {
+        k: float(np.mean([g[k] for g in groups.values()])) if groups else float("nan") for k in ("J", "F", "J&F")
+    }
+    result.update(
+        groups=groups, n_sets=len(groups), videos=len(videos),
+        protocol="davis2017 unsupervised (merged objects, Hungarian matching), mean over the expression sets",
+    )
+    return result

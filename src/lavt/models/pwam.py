@@ -38,7 +38,7 @@ class TokenNorm(nn.Module):
             # statistics in float32, as torch's own norms under autocast: in fp16 the backward of
             # rsqrt(var + eps) overflows (nan gradients), in bf16 the variance keeps 8 mantissa bits.
             # In float32 (the official model, the parity tests) this is the same computation.
-            xf = x.float()
+            xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # (float64 stays float64)
             var, mean = torch.var_mean(xf, dim=1, keepdim=True, correction=0)
             return ((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
         if self.kind == "layer":

@@ -72,6 +72,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..files import load_plain_pickle
 from .image_grammar import (
     EXPRESSION_TYPES,
     parse_expression,
@@ -457,8 +458,7 @@ def verify_unique_referents(root: str | os.PathLike[str], dataset_name: str = "s
     meta = _read_meta(root, dataset_name)
     params, base = meta["params"], meta["image_id_base"]
     instances = json.loads((ds_dir / INSTANCES_NAME).read_text())
-    with open(ds_dir / REFS_NAME, "rb") as f:
-        refs = pickle.load(f)
+    refs = load_plain_pickle(ds_dir / REFS_NAME)
     width, height = params["image_size"]
     anns_by_image: dict[int, list[dict]] = {}
     for ann in instances["annotations"]:

@@ -265,6 +265,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ..serve.app import require_app_extra
+
+    require_app_extra()
+    from ..serve.limits import Limits
+    from ..serve.service import Service, default_model
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be 1..65535, got {args.port}")
+    limits = Limits(
+        max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_expressions=args.max_expressions,
+        max_video_frames=args.max_video_frames, max_video_seconds=args.max_video_seconds,
+        queue_size=args.queue_size, timeout_s=args.timeout,
+    )
+    model = args.model if args.model is not None else default_model()
+    service = Service(model, limits=limits, device=args.device, precision=args.precision)
+    from ..serve.app import serve
+
+    info = service.model_info()
+    print(f"lavt serve: {info['architecture']} from {info['weights']} ({info['input_size']} px, {info['device']})")
+    print(f"  page  http://{args.host}:{args.port}/    API  http://{args.host}:{args.port}/api/docs    (Ctrl-C stops)")
+    serve(service, host=args.host, port=args.port)
+    return 0
+
+
 def _cmd_data_check(args: argparse.Namespace) -> int:
     import json
 
@@ -420,6 +445,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the two runs side by side, one process each (auto: with 2+ CPU cores)",
     )
     d.set_defaults(func=_cmd_demo)
+
+    sv = sub.add_parser(
+        "serve",
+        help="a web page and an HTTP API for a model (pip install 'lavt[app]')",
+        description="Serve a model: the page at http://HOST:PORT/ (image or video, expressions one per line), "
+        "the HTTP API at /predict, /model, /health (docs at /api/docs). Without --model: the model `lavt demo` "
+        "left in ./lavt-demo.",
+    )
+    sv.add_argument("--model", default=None, help="lavt model directory, official .pth, or hub id (default: ./lavt-demo's)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=7860)
+    sv.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    sv.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    sv.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted file (default 25)")
+    sv.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image / frame in pixels")
+    sv.add_argument("--max-expressions", type=int, default=8, help="expressions per request")
+    sv.add_argument("--max-video-frames", type=int, default=240)
+    sv.add_argument("--max-video-seconds", type=float, default=60.0)
+    sv.add_argument("--queue-size", type=int, default=4, help="requests that may wait while one runs; more get 503")
+    sv.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait for its turn")
+    sv.set_defaults(func=_cmd_serve)
 
     dd = sub.add_parser("data", help="inspect datasets on disk")
     dsub = dd.add_subparsers(dest="data_command", metavar="ACTION", required=True)

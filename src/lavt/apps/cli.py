@@ -22,7 +22,7 @@ from ..io.outputs import check_output_folder, check_writable_folder
 PROG = "lavt"
 # measured wall-clock times (README "The demo"; the same figures everywhere)
 DEMO_MINUTES = "about 7 minutes"
-VIDEO_DEMO_MINUTES = "about 17 minutes on 2 cores"
+VIDEO_DEMO_MINUTES = "about 14 minutes on 2 cores"
 
 PREDICT_EXAMPLES = """examples:
   lavt predict --model lavt-demo/lavt/final_model --image photo.jpg \\
@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--unified", action="store_true",
-        help="the unified demo: a unified LAVT trained jointly on synthetic images and videos vs separate models",
+        help="the unified demo: a unified LAVT trained jointly on synthetic images and videos vs separate models "
+        "(about 19 minutes on 2 cores)",
     )
     d.add_argument("--out", default=None, help="report folder (default: lavt-demo, lavt-video-demo, lavt-unified-demo)")
     d.add_argument("--overwrite", action="store_true", help="replace an earlier demo report in the --out folder")

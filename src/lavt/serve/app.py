@@ -6,12 +6,16 @@ behind them; both use the same :class:`~lavt.serve.service.Service` (one Predict
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from .service import Service
+
+# A user's server does not report usage to Gradio's analytics (set before gradio is imported).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def require_app_extra() -> None:

@@ -436,3 +436,33 @@ def test_without_model_the_demos_model_is_used(model_dir, tmp_path):
     shutil.copytree(model_dir, tmp_path / DEMO_MODEL)
     assert default_model(tmp_path) == tmp_path / DEMO_MODEL
     assert Service(default_model(tmp_path)).model_info()["input_size"] == SIZE
+
+
+def test_the_page_segments_a_video_like_the_predictor(server, browser, browser_model, tmp_path):
+    """An animated GIF: the overlay video appears and the zip of per-frame masks equals
+    Predictor.predict_video on the same frames."""
+    import zipfile
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from lavt.io.videos import load_video
+
+    frames = [Image.open(EXAMPLES / f"scene{k}.jpg").convert("RGB") for k in (1, 2, 3)]
+    gif = tmp_path / "clip.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=200)
+    _submit(browser, server, gif, "small crescent")
+    wait = WebDriverWait(browser, 120)
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#lavt-overlay-video video")))
+    wait.until(lambda d: any(a.get_attribute("href").endswith("masks.zip")
+                             for a in d.find_elements(By.CSS_SELECTOR, "#lavt-masks a[href]")))
+    href = next(a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#lavt-masks a[href]")
+                if a.get_attribute("href").endswith("masks.zip"))
+    expected = Predictor(browser_model, device="cpu").predict_video(load_video(gif)[0], ["small crescent"],
+                                                                    progress=False).masks[0]
+    with zipfile.ZipFile(io.BytesIO(urllib.request.urlopen(href, timeout=30).read())) as z:
+        names = sorted(z.namelist())
+        assert len(names) == 3 and all(n.startswith("00_small-crescent/") for n in names)
+        for t, name in enumerate(names):
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(z.read(name)))) > 127, expected[t]), name

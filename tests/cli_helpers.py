@@ -52,3 +52,18 @@ def noise_file(path: Path, size: int, seed: int) -> Path:
     """``size`` seeded random bytes: a file no reader can make sense of."""
     path.write_bytes(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
     return path
+
+
+def balance_head(model, probs: np.ndarray, gain: float = 20.0) -> None:
+    """Scale ``model``'s last layer by ``gain`` and move its object bias so that about half of the
+    pixels behind ``probs`` (its object probabilities on some input) become foreground, in place:
+    an untrained model marks (almost) every pixel alike, and comparing constant masks pixel for
+    pixel would prove nothing."""
+    import torch
+
+    margin = np.log(probs / (1 - probs))  # object minus background logit
+    with torch.no_grad():
+        head = model.decoder.conv1_1
+        head.weight.mul_(gain)
+        head.bias.mul_(gain)
+        head.bias[1] -= gain * float(np.median(margin))

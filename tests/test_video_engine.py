@@ -62,7 +62,7 @@ def balanced_copy(model_dir, root, tmp_path):
     """The trained model with its last layer scaled x20 and its object bias moved so that about
     half of the valid pixels are foreground (the 5-step model marks every pixel foreground, and a
     pixel-for-pixel comparison of constant masks would prove nothing); saved to tmp_path."""
-    import torch
+    from cli_helpers import balance_head
 
     from lavt.models.lavt import LAVT
     from lavt.predict import Predictor
@@ -71,13 +71,7 @@ def balanced_copy(model_dir, root, tmp_path):
     p = Predictor(model, device="cpu", exact=True)
     probs = [p.predict_video(root / "valid" / "JPEGImages" / vid, texts, return_probs=True, progress=False).probs
              for vid, texts in valid_texts().items()]
-    margin = np.concatenate([np.log(q / (1 - q)).ravel() for q in probs])  # object minus background logit
-    gain = 20.0
-    with torch.no_grad():
-        head = model.decoder.conv1_1
-        head.weight.mul_(gain)
-        head.bias.mul_(gain)
-        head.bias[1] -= gain * float(np.median(margin))
+    balance_head(model, np.concatenate([q.ravel() for q in probs]))
     return model.save_pretrained(tmp_path / "balanced")
 
 

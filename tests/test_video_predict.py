@@ -18,7 +18,7 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from cli_helpers import assert_one_error, noise_file, run  # noqa: E402
+from cli_helpers import assert_one_error, balance_head, noise_file, run  # noqa: E402
 
 from lavt.apps.cli import main  # noqa: E402
 from lavt.config import LAVTConfig, Preprocessing, TextEncoderConfig  # noqa: E402
@@ -303,14 +303,8 @@ def balanced_copy(model: LAVT, video, texts, directory: Path, **settings) -> Pat
         probs = Predictor(model, device="cpu", image_size=SIZE).predict_video(
             video, texts, return_probs=True, progress=False, **settings
         ).probs
-    margin = np.log(probs / (1 - probs))  # object minus background logit
     balanced = copy.deepcopy(model)
-    gain = 20.0
-    with torch.no_grad():
-        head = balanced.decoder.conv1_1
-        head.weight.mul_(gain)
-        head.bias.mul_(gain)
-        head.bias[1] -= gain * float(np.median(margin))
+    balance_head(balanced, probs)
     return balanced.save_pretrained(directory, preprocessing=Preprocessing(SIZE))
 
 

@@ -14,18 +14,16 @@ mask). Bad input is HTTP 400 / 413 with ``{"error": "<one line>"}``; a full queu
 # no `from __future__ import annotations`: FastAPI reads the route annotations at run time
 
 import base64
-import io
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..errors import InputError
 from .limits import ServerBusy
-from .service import Service
+from .service import Service, mask_png
 
 MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the file
 
@@ -39,9 +37,7 @@ def rle(mask: np.ndarray) -> dict[str, Any]:
 
 
 def png_base64(mask: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255, "L").save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(mask_png(mask)).decode("ascii")
 
 
 def split_expressions(values: list[str]) -> list[str]:

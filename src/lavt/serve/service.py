@@ -41,13 +41,13 @@ def default_model(cwd: Path | None = None) -> Path:
 @dataclass
 class ImageResult:
     """One image's answer: masks (K, H, W) bool, object probabilities (K, H, W) float32, the
-    overlay, and per expression its area (pixels) and score (mean object probability inside its
-    mask; 0 for an empty mask)."""
+    decoded image, and per expression its area (pixels) and score (mean object probability inside
+    its mask; 0 for an empty mask). The overlay is drawn on request (the API never needs it)."""
 
     expressions: list[str]
     masks: np.ndarray
     probs: np.ndarray
-    overlay: Image.Image
+    image: Image.Image
     warnings: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -58,6 +58,12 @@ class ImageResult:
     @property
     def scores(self) -> list[float]:
         return [float(p[m].mean()) if m.any() else 0.0 for m, p in zip(self.masks, self.probs)]
+
+    def overlay(self) -> Image.Image:
+        """Every mask tinted in its colour on the image, with a legend (lavt.io.outputs.overlay)."""
+        from ..io.outputs import overlay
+
+        return overlay(self.image, self.masks, self.expressions)
 
 
 @dataclass
@@ -160,8 +166,6 @@ class Service:
     def predict_image(self, path: str | os.PathLike[str], expressions: list[str], name: str | None = None) -> ImageResult:
         """Masks for ``expressions`` on the image at ``path`` (an InputError for bad input, a
         ServerBusy when the queue is full)."""
-        from ..io.outputs import overlay
-
         p = self.check_file(path, name)
         label = name or p.name
         texts = self.limits.check_expressions(expressions)
@@ -170,7 +174,7 @@ class Service:
             warnings.simplefilter("always")
             pred = self.predictor.predict(image, texts, return_probs=True)
         return ImageResult(
-            expressions=texts, masks=pred.masks, probs=pred.probs, overlay=overlay(image, pred.masks, texts),
+            expressions=texts, masks=pred.masks, probs=pred.probs, image=image,
             warnings=[_one_line(w.message) for w in caught if _user_warning(w)],
             meta={**pred.meta, "queued_s": round(waited, 3)},
         )
@@ -188,6 +192,15 @@ class Service:
                            warnings=[_one_line(w.message) for w in caught if _user_warning(w)])
 
 
+def mask_png(mask: np.ndarray) -> bytes:
+    """A (H, W) bool mask as an 8-bit PNG (0 / 255), the format of every mask lavt writes."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255, "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _user_warning(w: warnings.WarningMessage) -> bool:
     """lavt's own warnings (empty mask, [UNK] words, input size) are shown to the user."""
     return type(w.message).__module__.startswith("lavt")
@@ -197,4 +210,4 @@ def _one_line(message: Any) -> str:
     return " ".join(str(message).split())
 
 
-__all__ = ["Service", "ImageResult", "VideoResult", "default_model", "DEMO_MODEL", "VIDEO_WINDOW"]
+__all__ = ["Service", "ImageResult", "VideoResult", "default_model", "mask_png", "DEMO_MODEL", "VIDEO_WINDOW"]

@@ -24,7 +24,7 @@ from PIL import Image
 from ..errors import InputError
 from ..io.outputs import PALETTE, overlay
 from .limits import ServerBusy
-from .service import Service
+from .service import Service, mask_png
 
 KEEP_REQUESTS = 64  # request folders kept for download; older ones are deleted
 DISPLAY_MIN_WIDTH = 480  # smaller overlays are shown enlarged on the page
@@ -89,27 +89,26 @@ def run_request(service: Service, folders: RequestFolders, upload: str | None, s
         with zipfile.ZipFile(masks_zip, "w", zipfile.ZIP_DEFLATED) as z:
             for k, text_k in enumerate(result.expressions):
                 for t, frame_name in enumerate(result.frame_names):
-                    buf = _png_bytes(result.masks[k, t])
-                    z.writestr(f"{k:02d}_{slug(text_k)}/{frame_name}.png", buf)
+                    z.writestr(f"{k:02d}_{slug(text_k)}/{frame_name}.png", mask_png(result.masks[k, t]))
         frames = [overlay(f, result.masks[:, t], result.expressions) for t, f in enumerate(result.frames)]
         video_path = _write_animation(out, frames, result.fps)
         files.append(str(masks_zip))
-        areas = [int(m.sum()) for m in result.masks]
-        legend = legend_html(result.expressions, areas, None, result.warnings)
+        legend = legend_html(result.expressions, [int(m.sum()) for m in result.masks], None, result.warnings)
         return None, str(video_path), files, legend
     result = service.predict_image(source, expressions, name=name)
     overlay_path = out / "overlay.png"
-    result.overlay.save(overlay_path)
+    drawn = result.overlay()
+    drawn.save(overlay_path)
     for k, (text_k, mask) in enumerate(zip(result.expressions, result.masks)):
         p = out / f"{k:02d}_{slug(text_k)}.png"
-        Image.fromarray(mask.astype(np.uint8) * 255, "L").save(p)
+        p.write_bytes(mask_png(mask))
         files.append(str(p))
         if probability_maps:
             q = out / f"{k:02d}_{slug(text_k)}_prob.png"
             Image.fromarray(np.clip(np.rint(result.probs[k] * 255), 0, 255).astype(np.uint8), "L").save(q)
             files.append(str(q))
     files.append(str(overlay_path))
-    shown = display_copy(result.overlay, out / "overlay_shown.png") or overlay_path
+    shown = display_copy(drawn, out / "overlay_shown.png") or overlay_path
     return str(shown), None, files, legend_html(result.expressions, result.areas, result.scores, result.warnings)
 
 
@@ -122,14 +121,6 @@ def display_copy(image: Image.Image, path: Path, min_width: int = DISPLAY_MIN_WI
         return None
     image.resize((image.width * factor, image.height * factor), Image.NEAREST).save(path)
     return path
-
-
-def _png_bytes(mask: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255, "L").save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _write_animation(folder: Path, frames: list[Image.Image], fps: float | None) -> Path:

@@ -27,6 +27,10 @@ Implementations:
   through NNPACK's Winograd kernel, which is how ``lavt predict`` / ``Predictor`` run on CPU
   unless asked for ``exact`` (logits within ~1e-5 relative of the direct convolution; the
   start-up check prints the difference).
+* ``onnxruntime``: the same model (same seed) exported by ``lavt export`` (``lavt.export.onnx``,
+  exact fp32 graph; ``int8``: its ONNX Runtime dynamic quantisation, int8 MatMul weights) and run by
+  ONNX Runtime's CPU provider with ``--threads`` intra-op threads; inputs as numpy arrays. The export
+  is made once per run, in a child process, into ``--onnx-dir`` (default: a temporary folder).
 * ``eager``: the same model with the computational structure of the official code, patched in
   *this script only* (no library edit): window attention as ``q * scale @ k^T + relative bias
   (+ shift mask) -> softmax -> @ v`` with the shift mask rebuilt on every forward (region ids on
@@ -94,7 +98,8 @@ def _import_torch() -> None:
 
 
 CHECK_TOL = 1e-4
-IMPLS = ("ours", "winograd", "eager")
+IMPLS = ("ours", "winograd", "eager", "onnxruntime")
+TORCH_PRECISIONS = ("fp32", "bf16")  # autocast; int8 is an ONNX Runtime graph only
 
 
 # =========================================================================================
@@ -253,25 +258,68 @@ def config_name(impl: str, batch: int, precision: str) -> str:
     return f"{impl} batch={batch} {precision}"
 
 
+def runs_in(impl: str, precision: str) -> bool:
+    """Whether ``impl`` has a ``precision``: Winograd is an fp32 kernel (bf16 autocast never takes it);
+    ONNX Runtime runs the fp32 and int8 graphs, PyTorch fp32 and bf16 autocast."""
+    if impl == "winograd":
+        return precision == "fp32"
+    if impl == "onnxruntime":
+        return precision in ("fp32", "int8")
+    return precision in TORCH_PRECISIONS
+
+
 def configurations(args: argparse.Namespace) -> list[tuple[str, int, str]]:
-    """(impl, batch, precision) to run; no winograd/bf16: bf16 autocast never takes the Winograd (fp32) kernel."""
+    """(impl, batch, precision) to run (the combinations ``runs_in`` allows)."""
     impls = list(IMPLS) if args.impl == "all" else [args.impl]
     return [(impl, b, p) for b in args.batch_sizes for p in args.precisions for impl in impls
-            if not (impl == "winograd" and p != "fp32")]  # fmt: skip
+            if runs_in(impl, p)]  # fmt: skip
 
 
 def build_for(impls: Any, args: argparse.Namespace) -> Any:
-    """The model for ``impls``: one serves them all (``implementation`` and ``use_winograd`` switch per forward)."""
+    """The model for ``impls``: one serves them all (``implementation`` and ``use_winograd`` switch per forward);
+    with ``onnxruntime``, its sessions are attached as ``model.ort_sessions`` {precision: session}."""
     model = build_model(args.preset, args.window)
     if "winograd" in impls and not model.use_winograd(True):
         raise RuntimeError("this PyTorch build / CPU has no NNPACK: the winograd implementation cannot run")
+    if "onnxruntime" in impls:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.log_severity_level = 3
+        graphs = {"fp32": "lavt.onnx", "int8": "lavt.int8.onnx"}
+        model.ort_sessions = {
+            p: ort.InferenceSession(os.path.join(args.onnx_dir, graphs[p]), options, providers=["CPUExecutionProvider"])
+            for p in args.precisions if p in graphs
+        }
     return model
+
+
+def export_child(args: argparse.Namespace) -> None:
+    """Export the benchmark model (same seed as build_model) to ``--onnx-dir``, fp32 + int8 graphs."""
+    _import_torch()
+    harness.set_threads(args.threads)
+    from lavt.export.onnx import export_onnx
+
+    started = time.perf_counter()
+    model = build_model(args.preset, args.window)
+    result = export_onnx(model, args.onnx_dir, image_size=args.size, int8=True, overwrite=True)
+    harness.emit({"export": result.summary(), "max_abs_diff": result.max_abs_diff,
+                  "seconds": time.perf_counter() - started})
 
 
 def timed_forward(model: Any, inputs: tuple[Tensor, ...], impl: str, precision: str, run: harness.Run) -> None:
     """One (warm-up or timed) forward as ``impl`` in ``precision``, logged."""
     image, words, mask = inputs
     batch = image.shape[0]
+    if impl == "onnxruntime":
+        feeds = {"pixel_values": image.numpy(), "text_features": words.numpy(), "text_mask": mask.numpy()}
+        with run.timed():
+            out = model.ort_sessions[precision].run(None, feeds)[0]
+        del out
+        harness.log(f"    [{config_name(impl, batch, precision)}] {run.label}: {run.seconds:.2f} s ({run.seconds / batch:.2f} "
+                    f"s/image; other processes: {run.other_cores:.2f} cores)")
+        return
     model.use_winograd(impl == "winograd")
     with implementation(impl), torch.inference_mode():
         with run.timed(), autocast(precision, CPU):
@@ -475,6 +523,24 @@ def run_parent(args: argparse.Namespace) -> int:
         return 1
 
     planned = configurations(args)
+    if any(impl == "onnxruntime" for impl, _, _ in planned):
+        temporary = None
+        if args.onnx_dir is None:
+            import tempfile
+
+            temporary = tempfile.mkdtemp(prefix="lavt-bench-onnx-")
+            args.onnx_dir = temporary
+        harness.log(f"exporting the model to ONNX (in a child process) into {args.onnx_dir} ...")
+        out, _ = harness.spawn(__file__, ["--child-export", *common, "--onnx-dir", args.onnx_dir])
+        if out is None:
+            return 1
+        print(f"ONNX export ({out['seconds']:.0f} s): {out['export']}", flush=True)
+        common = [*common, "--onnx-dir", args.onnx_dir]
+        if temporary is not None:
+            import atexit
+            import shutil
+
+            atexit.register(shutil.rmtree, temporary, True)
     jobs = {
         config_name(impl, b, p): ["--child", "--impl", impl, "--batch-sizes", str(b), "--precisions", p, *common]
         for impl, b, p in planned
@@ -514,24 +580,26 @@ def run_parent(args: argparse.Namespace) -> int:
         print()
         for o in results:
             impl, batch, precision = o["impl"], o["batch"], o["precision"]
-            if impl == "eager":
+            if impl == "eager" and precision == "fp32":
                 continue
-            e = by_key[("eager", batch, precision)]
+            e = by_key.get(("eager", batch, "fp32"))
+            if e is None:
+                continue
             ratio = harness.time_ratio(o, e, "median_batch_s", CONTENTION)  # same batch: = the s/image ratio
             over_eager.append({"impl": impl, "batch": batch, "precision": precision,
                                **harness.ratio_record(ratio, "over_eager")})  # fmt: skip
             headline = harness.headline(ratio)
             print(
-                f"{impl}/eager latency ratio, batch {batch}, {precision}: {harness.ratio_text(ratio)} "
-                f"({impl + ' faster' if headline < 1 else impl + ' NOT faster'}; speedup {1 / headline:.2f}x); "
+                f"{impl} {precision} / eager fp32 latency ratio, batch {batch}: {harness.ratio_text(ratio)} "
+                f"({'faster' if headline < 1 else 'NOT faster'}; speedup {1 / headline:.2f}x); "
                 f"peak MiB over model: {impl} {o['peak_over_model_mib']:.0f}, eager {e['peak_over_model_mib']:.0f}"
             )
     if "fp32" in args.precisions and "bf16" in args.precisions:
         print()
         for bf in results:
             impl, batch = bf["impl"], bf["batch"]
-            if bf["precision"] != "bf16":
-                continue  # winograd has no bf16 runs (fp32 only)
+            if bf["precision"] != "bf16" or (impl, batch, "fp32") not in by_key:
+                continue
             ratio = harness.time_ratio(bf, by_key[(impl, batch, "fp32")], "median_batch_s", CONTENTION)
             bf16_over_fp32.append({"impl": impl, "batch": batch, **harness.ratio_record(ratio, "bf16_over_fp32")})
             verdict = harness.bf16_verdict(harness.headline(ratio))
@@ -545,7 +613,7 @@ def run_parent(args: argparse.Namespace) -> int:
         "timed": "image encoder + decoder (text encoder excluded)",
         **harness.method_notes(not args.separate),
     }
-    sections = {"latency_over_eager": over_eager, "latency_bf16_over_fp32": bf16_over_fp32}
+    sections = {"latency_over_eager_fp32": over_eager, "latency_bf16_over_fp32": bf16_over_fp32}
     if not args.separate:
         sections["interleaved_groups"] = timed
     harness.finish(started, args.json, env, meta, check=check, results=results, **sections)
@@ -556,8 +624,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = harness.make_parser(__doc__)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     ap.add_argument(
-        "--precisions", nargs="+", choices=["fp32", "bf16"], default=None, help="default: fp32 bf16 (--quick: fp32)"
+        "--precisions", nargs="+", choices=["fp32", "bf16", "int8"], default=None,
+        help="default: fp32 bf16 int8 (--quick: fp32); int8 = the onnxruntime int8 graph",
     )
+    ap.add_argument("--onnx-dir", default=None, help="where the onnxruntime rows' export goes (default: a temporary folder)")
     harness.add_run_options(ap, runs="forward", repeats=3, repeats_help="default 3", seed=False)
     harness.add_interleave_options(ap)
     ap.add_argument("--size", type=int, default=480, help="square image side (default 480)")
@@ -565,8 +635,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--window", type=int, default=12)
     ap.add_argument(
         "--impl", choices=[*IMPLS, "all"], default="all",
-        help="ours (exact, the model's default), winograd (ours + Winograd decoder convolutions, as `lavt predict`), "
-        "eager (the official computational structure), or all (default)",
+        help="ours (exact; in bf16 the CPU default of `lavt predict` where the CPU has native bf16), winograd (ours + "
+        "Winograd decoder convolutions: the fp32 default), eager (the official computational structure), onnxruntime "
+        "(the `lavt export` graph), or all (default)",
     )  # fmt: skip
     ap.add_argument(
         "--quick",
@@ -574,19 +645,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="smoke run: preset tiny, size 224, batch 1 and 2, 1 repeat, fp32 unless --precisions is given",
     )
     ap.add_argument("--child-check", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-export", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.preset, args.size, args.batch_sizes, args.repeats = "tiny", 224, [1, 2], 1
-    harness.fill_defaults(args, {"precisions": ["fp32"] if args.quick else ["fp32", "bf16"]})
+    harness.fill_defaults(args, {"precisions": ["fp32"] if args.quick else ["fp32", "bf16", "int8"]})
     harness.check_options(ap, args, positive="batch_sizes size")
     if args.child and (args.impl == "all" or len(args.batch_sizes) != 1 or len(args.precisions) != 1):
         ap.error("--child runs exactly one (impl, batch, precision)")
+    if args.impl != "all" and not any(runs_in(args.impl, p) for p in args.precisions):
+        ap.error(f"--impl {args.impl} has none of the precisions {' '.join(args.precisions)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     return harness.dispatch(
-        parse_args(argv), run_parent, child_check=run_check_child, child_group=run_group_child, child=run_child
+        parse_args(argv), run_parent, child_check=run_check_child, child_export=export_child, child_group=run_group_child,
+        child=run_child,
     )
 
 

@@ -103,9 +103,9 @@ def test_predict_exact_flag_selects_the_direct_convolution(capsys, tmp_path, mod
     calls = []
     original = torch._nnpack_spatial_convolution
     monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a, **k: calls.append(1) or original(*a, **k))
-    rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "fast", "the red car"))
+    rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "fast", "the red car") + ["--precision", "fp32"])
     assert rc == 0, err
-    assert len(calls) == 6  # default: Winograd decoder convolutions
+    assert len(calls) == 6  # fp32 default: Winograd decoder convolutions
     rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "exact", "the red car") + ["--exact"])
     assert rc == 0, err
     assert len(calls) == 6  # --exact: none more

@@ -9,11 +9,16 @@ never run. Here:
 * the CUDA branches (device choice and NCCL under torchrun, CUDA RNG state in checkpoints, bf16
   autocast in the Predictor, pinned-memory loaders) run with ``torch.cuda`` functions patched to
   record their calls; no CUDA kernel runs, so the tests assert the calls and their arguments;
-* ``benchmarks/bench_gpu.py``, the real check on a GPU machine, says it has nothing to do here.
+* ``benchmarks/bench_gpu.py``, the real check on a GPU machine, says it has nothing to do here,
+  after checking its options; its plan of rows and its per-row measuring run on the CPU with a
+  tiny model (every precision, the SDPA backends restricted one by one, training with and
+  without activation checkpointing).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -289,3 +294,174 @@ def test_bench_gpu_without_cuda_says_so_in_one_line_and_succeeds() -> None:
     done = subprocess.run([sys.executable, str(BENCH_GPU)], check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [done.stdout.strip()] and "no CUDA" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def bench_gpu():
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH_GPU)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_gpu"] = module  # its dataclass looks its module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("bench_gpu", None)
+
+
+def test_bench_gpu_plans_every_row_of_one_run_by_default(bench_gpu) -> None:
+    plan = bench_gpu.plan_runs(bench_gpu.parse_args([]))
+    Row = bench_gpu.Row
+    precisions, sdpa = ("fp32", "tf32", "bf16", "fp16"), ("auto", "flash", "efficient", "math")
+    image = [Row("image", "infer", b, p, s) for b in (1, 8) for p in precisions for s in sdpa]
+    video = [Row("video", "infer", 1, p, s) for p in precisions for s in sdpa]  # one clip per row
+    train = [Row(m, "train", b, "bf16", checkpointing=c) for m, b in (("image", 8), ("video", 1)) for c in (False, True)]
+    assert plan == image + train[:2] + video + train[2:]
+    assert len({row.name for row in plan}) == len(plan)
+
+
+@pytest.mark.parametrize(
+    "argv, rows",
+    [
+        (["--models", "image", "--batch", "4", "--precisions", "bf16", "--sdpa", "none", "--train-precision", "none"],
+         [("infer", 4, "bf16", "auto", False)]),
+        (["--models", "image", "--batch-sizes", "2", "2", "--precisions", "fp16", "fp32", "--sdpa", "math",
+          "--train-batch", "3", "--train-precision", "fp16", "--checkpointing", "on"],
+         [("infer", 2, "fp16", "auto", False), ("infer", 2, "fp16", "math", False),
+          ("infer", 2, "fp32", "auto", False), ("infer", 2, "fp32", "math", False), ("train", 3, "fp16", "auto", True)]),
+    ],
+    ids=["old-batch-option", "subset"],
+)  # fmt: skip
+def test_bench_gpu_options_shape_the_plan(bench_gpu, argv: list[str], rows: list[tuple]) -> None:
+    plan = bench_gpu.plan_runs(bench_gpu.parse_args(argv))
+    assert [(r.mode, r.batch, r.precision, r.sdpa, r.checkpointing) for r in plan] == rows
+    assert {r.model for r in plan} == {"image"}
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--precisions", "fp64"], "invalid choice: 'fp64'"),
+        (["--batch-sizes", "1", "0"], "--batch-sizes must be positive"),
+        (["--batch", "0"], "--batch must be positive"),
+        (["--batch", "2", "--batch-sizes", "1"], "not both"),
+        (["--sdpa", "none", "math"], "--sdpa none"),
+        (["--sdpa", "fastest"], "invalid choice: 'fastest'"),
+        (["--train-batch", "0"], "--train-batch must be positive"),
+        (["--train-precision", "int8"], "invalid choice: 'int8'"),
+        (["--checkpointing", "maybe"], "invalid choice: 'maybe'"),
+        (["--models", "image,audio"], "--models"),
+        (["--repeats", "0"], "--repeats"),
+        (["--real-words", "30"], "--real-words"),
+        (["--min-mask-agreement", "1.5"], "--min-mask-agreement"),
+        (["--max-rel-diff", "0"], "--max-rel-diff"),
+        (["--json", "/no/such/folder/out.json"], "folder does not exist"),
+        (["--size", "big"], "invalid int value: 'big'"),
+    ],
+)  # fmt: skip
+def test_bench_gpu_refuses_bad_options_in_one_line_before_looking_for_cuda(
+    bench_gpu, monkeypatch, capsys, argv: list[str], needle: str
+) -> None:
+    def cuda_looked_up() -> bool:
+        raise AssertionError("CUDA was looked for before the options were checked")
+
+    monkeypatch.setattr(torch.cuda, "is_available", cuda_looked_up)
+    with pytest.raises(SystemExit) as exit_:
+        bench_gpu.main(argv)
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and captured.out == ""
+    assert len(captured.err.splitlines()) == 1, captured.err
+    assert captured.err.startswith("bench_gpu: error: ") and needle in captured.err
+
+
+def test_bench_gpu_help(bench_gpu, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench_gpu.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(option in out for option in ("--batch-sizes", "--precisions", "--sdpa", "--checkpointing", "--json"))
+
+
+TINY_BENCH = ["--size", "32", "--video-size", "32", "--frames", "3", "--text-len", "6", "--real-words", "4",
+              "--warmup", "0", "--repeats", "1"]  # fmt: skip
+
+
+def tiny_rows(bench_gpu, kind: str, argv: list[str]) -> list[dict]:
+    """bench_gpu's rows for ``argv`` run by its own measuring code on the CPU, with a tiny model."""
+    args = bench_gpu.parse_args([*TINY_BENCH, "--models", kind, *argv])
+    torch.manual_seed(0)
+    model = LAVT(MODELS[kind])
+    results = bench_gpu.run_model(kind, model, bench_gpu.plan_runs(args), args, CPU)
+    assert not any(stage.activation_checkpointing for stage in model.backbone.stages)  # switched off again
+    assert not model.training
+    json.dumps(results)  # what --json writes
+    return results
+
+
+def test_bench_gpu_measures_its_rows_on_the_cpu(bench_gpu, capsys) -> None:
+    """Every precision against fp32, the SDPA backends one by one, training with and without checkpointing.
+
+    On the CPU the "flash" backend runs (the CPU flash kernel takes a mask) and "efficient" has no
+    kernel: the row says unavailable, with torch's reason, and the other rows still run.
+    """
+    tf32_flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    results = tiny_rows(bench_gpu, "image", ["--batch-sizes", "1", "2", "--train-batch", "2"])
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == tf32_flags  # restored
+    by_name = {r["name"]: r for r in results}
+    assert len(by_name) == len(results) == 2 * 4 * 4 + 2
+    for batch in (1, 2):
+        for precision in ("fp32", "tf32", "bf16", "fp16"):
+            auto, flash, efficient, math = (by_name[f"image b{batch} {precision} sdpa={s}"]
+                                            for s in ("auto", "flash", "efficient", "math"))  # fmt: skip
+            assert auto["status"] == flash["status"] == math["status"] == "ok"
+            assert efficient["status"] == "unavailable" and "scaled_dot_product_attention" in efficient["reason"]
+            assert set(flash["attention_kernels"]) == {"flash"} and set(math["attention_kernels"]) == {"math"}
+            assert sum(math["attention_kernels"].values()) == sum(auto["attention_kernels"].values()) > 0
+            for row in (auto, flash, math):
+                assert row["mask_agreement_vs_fp32"] >= 0.9
+                limit = 1e-5 if precision in ("fp32", "tf32") else 0.05
+                assert row["rel_max_diff_vs_fp32"] <= limit
+                assert len(row["times_s"]) == 1 and row["median_s"] > 0
+                assert row["peak_gpu_mib"] is None  # no GPU: no GPU memory to report
+    assert by_name["image b1 fp32 sdpa=auto"]["rel_max_diff_vs_fp32"] == 0.0  # the reference itself
+    plain, ckpt = by_name["image b2 train-bf16"], by_name["image b2 train-bf16+ckpt"]
+    assert plain["status"] == ckpt["status"] == "ok"
+    assert plain["checkpointed_block_calls"] == 0
+    assert ckpt["checkpointed_block_calls"] == sum(MODELS["image"].depths)  # every Swin block, once per forward
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in (plain, ckpt))
+
+    bench_gpu.report(results)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| model | run | batch | precision | SDPA allowed | attention kernel")
+    assert len([line for line in out if line.startswith("| image |")]) == len(results)
+    assert "image b1 bf16 sdpa=efficient: unavailable: " in "\n".join(out)
+
+
+def test_bench_gpu_reports_a_failed_check_and_runs_the_other_rows(bench_gpu) -> None:
+    results = tiny_rows(bench_gpu, "video", ["--precisions", "fp32", "bf16", "--sdpa", "math", "--max-rel-diff", "1e-9",
+                                             "--checkpointing", "on", "--train-precision", "fp16"])  # fmt: skip
+    status = {r["name"]: r["status"] for r in results}
+    assert status == {
+        "video b1 fp32 sdpa=auto": "ok", "video b1 fp32 sdpa=math": "FAIL",  # math rounds differently: > 1e-9
+        "video b1 bf16 sdpa=auto": "FAIL", "video b1 bf16 sdpa=math": "FAIL", "video b1 train-fp16+ckpt": "ok",
+    }  # fmt: skip
+    failed = next(r for r in results if r["name"] == "video b1 bf16 sdpa=auto")
+    assert "vs fp32 max abs diff" in failed["reason"] and failed["rel_max_diff_vs_fp32"] > 1e-9
+    assert "median_s" not in failed  # a wrong row is not timed
+    train = next(r for r in results if r["mode"] == "train")  # fp16: through a GradScaler, checkpointed
+    assert train["checkpointed_block_calls"] == sum(MODELS["video"].depths) and train["median_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory"),
+        (ValueError("something else"), "FAIL"),
+    ],
+    ids=["oom", "other"],
+)
+def test_bench_gpu_a_row_that_raises_is_reported_not_fatal(bench_gpu, error: Exception, status: str) -> None:
+    def measure():
+        raise error
+
+    row = bench_gpu.Row("image", "infer", 8, "fp32")
+    result = bench_gpu.guarded(row, measure, CPU)
+    assert result["status"] == status and str(error).split(".")[0] in result["reason"]
+    assert result["name"] == "image b8 fp32 sdpa=auto"

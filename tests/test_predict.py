@@ -36,7 +36,7 @@ def model() -> LAVT:
 
 @pytest.fixture(scope="module")
 def predictor(model: LAVT) -> Predictor:
-    return Predictor(model, device="cpu", image_size=SIZE)
+    return Predictor(model, device="cpu", precision="fp32", image_size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_bf16_agrees_with_fp32(model: LAVT, image: Image.Image) -> None:
     import copy
 
     texts = ["the red car", "sky"]
-    base = Predictor(model, device="cpu", image_size=SIZE).predict(image, texts, return_logits=True).logits
+    base = Predictor(model, device="cpu", precision="fp32", image_size=SIZE).predict(image, texts, return_logits=True).logits
     margin = base[:, 1] - base[:, 0]
     scaled = copy.deepcopy(model)  # the module fixture stays untouched
     gain = 10.0 / float(np.abs(base).max())
@@ -128,7 +128,7 @@ def test_bf16_agrees_with_fp32(model: LAVT, image: Image.Image) -> None:
         scaled.decoder.conv1_1.bias.mul_(gain)
         scaled.decoder.conv1_1.bias[1] -= gain * float(np.median(margin))
 
-    fp32 = Predictor(scaled, device="cpu", image_size=SIZE).predict(image, texts, return_logits=True)
+    fp32 = Predictor(scaled, device="cpu", precision="fp32", image_size=SIZE).predict(image, texts, return_logits=True)
     bf16 = Predictor(scaled, device="cpu", precision="bf16", image_size=SIZE).predict(image, texts, return_logits=True)
     scale = float(np.abs(fp32.logits).max())
     assert 5.0 < scale < 20.0  # logits O(10)
@@ -148,12 +148,33 @@ def test_bf16_agrees_with_fp32(model: LAVT, image: Image.Image) -> None:
     np.testing.assert_array_equal(bf16.masks[confident], fp32.masks[confident])
 
 
+def test_default_precision_is_bf16_only_on_cpus_with_native_bf16(model: LAVT, monkeypatch) -> None:
+    import lavt.runtime.machine as machine
+    import lavt.runtime.precision as precision
+    from lavt.models.decoder import winograd_available
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: "avx2 fma avx512f avx512_bf16 avx512_vnni")
+    assert precision.cpu_has_native_bf16()
+    auto = Predictor(model, device="cpu", image_size=SIZE)
+    assert auto.precision == "bf16" and auto.winograd is False  # Winograd is an fp32 kernel
+    assert Predictor(model, device="cpu", image_size=SIZE, exact=True).precision == "fp32"  # the official computation
+    assert Predictor(model, device="cpu", image_size=SIZE, precision="fp32").precision == "fp32"
+    assert precision.default_inference_precision("meta") == "fp32"  # GPUs: fp32 until measured there
+    # AVX512 without the bf16 instructions (oneDNN converts, slowly), AVX2, unknown: fp32 + Winograd
+    for flags in ("avx2 fma avx512f avx512_vnni", "avx2 fma", "unknown"):
+        monkeypatch.setattr(machine, "cpu_flags", lambda flags=flags: flags)
+        auto = Predictor(model, device="cpu", image_size=SIZE)
+        assert auto.precision == "fp32" and auto.winograd == winograd_available(), flags
+    monkeypatch.setattr(machine, "cpu_flags", lambda: "avx2 amx_bf16")
+    assert Predictor(model, device="cpu", image_size=SIZE).predict(Image.new("RGB", (40, 30)), "sky").meta["precision"] == "bf16"
+
+
 def test_exact_turns_winograd_off(image: Image.Image) -> None:
     from lavt.models.decoder import winograd_available
 
     torch.manual_seed(0)
     own = LAVT.from_config(tiny_config()).eval()
-    fast = Predictor(own, device="cpu", image_size=SIZE)
+    fast = Predictor(own, device="cpu", precision="fp32", image_size=SIZE)
     assert fast.winograd == winograd_available()
     a = fast.predict(image, ["the red car", "sky"], return_logits=True)
     assert a.meta["winograd"] == fast.winograd

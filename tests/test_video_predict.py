@@ -54,7 +54,7 @@ def video_model() -> LAVT:
 
 @pytest.fixture(scope="module")
 def vp(video_model) -> Predictor:
-    return Predictor(video_model, device="cpu", image_size=SIZE)
+    return Predictor(video_model, device="cpu", precision="fp32", image_size=SIZE)
 
 
 @pytest.fixture(scope="module")

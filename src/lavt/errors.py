@@ -21,6 +21,10 @@ class ConfigError(LAVTError, ValueError):
     """A configuration that cannot describe a valid model or run."""
 
 
+class ExportError(LAVTError):
+    """An export that failed, or whose exported graph does not reproduce the PyTorch model."""
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on SIGINT / SIGTERM after saving a checkpoint at ``step``.
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,7 +45,6 @@ from .config import (
 from .data.transforms import preprocess_image  # the one official input transform
 from .errors import (
     ConfigError,
-    EmptyMaskWarning,
     InputError,
     InputSizeWarning,
 )
@@ -54,7 +52,8 @@ from .io.images import load_image
 from .io.inputs import model_source, validate_expressions
 from .io.videos import check_frame_names, load_video
 from .models.lavt import LAVT
-from .runtime.precision import warn_if_slow
+from .results import Prediction, VideoPrediction, warn_empty
+from .runtime.precision import default_inference_precision, warn_if_slow
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -105,44 +104,6 @@ def load_model(
 # --------------------------------------------------------------------------------------------
 # Predictor
 # --------------------------------------------------------------------------------------------
-@dataclass
-class Prediction:
-    """Result for one image and K expressions, at the original image size (H0, W0).
-
-    ``masks`` (K, H0, W0) bool; ``logits`` (K, 2, H0, W0) float32 (channel 1 = object) and
-    ``probs`` (K, H0, W0) float32 object probability, when requested.
-    """
-
-    masks: np.ndarray
-    expressions: list[str]
-    logits: np.ndarray | None = None
-    probs: np.ndarray | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.expressions)
-
-
-@dataclass
-class VideoPrediction:
-    """Result for one video of N frames and K expressions, at the original frame size (H0, W0).
-
-    ``masks`` (K, N, H0, W0) bool; ``probs`` (K, N, H0, W0) float32 object probability when
-    requested; ``frame_names`` the N frame names (file stems for a frame directory, ``00000``...
-    otherwise); ``fps`` the source frame rate when known.
-    """
-
-    masks: np.ndarray
-    expressions: list[str]
-    frame_names: list[str]
-    fps: float | None = None
-    probs: np.ndarray | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.expressions)
-
-
 def _upsampled(logits: torch.Tensor, size: tuple[int, int]):
     """Each row of ``logits`` (N, 2, h, w) upsampled to ``size`` = (H, W) (bilinear,
     align_corners=True: the official post-processing, as ``data.ytvos.logits_to_masks``), one
@@ -156,14 +117,18 @@ class Predictor:
 
     ``model``: a :class:`LAVT` or anything :func:`load_model` accepts. ``device``: default
     "cuda" if available else "cpu". ``precision``: "fp32" or "bf16" (autocast around the model;
-    outputs are float32). ``image_size``: the square side images are resized to; default (None)
+    outputs are float32); default (None): bf16 on a CPU with native bf16 instructions (AVX512-BF16
+    / AMX: less than half the fp32 time; masks agree with exact fp32 on >= 99.9 % of pixels, README),
+    fp32 elsewhere and with ``exact=True`` (:func:`lavt.runtime.precision.default_inference_precision`).
+    ``image_size``: the square side images are resized to; default (None)
     the size the model was trained at (``model.preprocessing``, from its model directory's
     ``preprocessor_config.json``; 480 for official checkpoints). Another value runs anyway with an
     :class:`~lavt.errors.InputSizeWarning`.
     ``tokenizer``: defaults to the one described by ``model.config.text_encoder``.
-    ``exact``: False (default) runs the decoder's 3x3 convolutions with the Winograd algorithm on
-    CPUs where PyTorch ships NNPACK (``LAVT.use_winograd``; about 25-30 % less time per image on a
-    Swin-B, logits within ~1e-5 relative); True keeps the direct convolution of the official model.
+    ``exact``: True runs the official computation: fp32 (unless ``precision`` says otherwise) with
+    the direct convolutions of the official decoder. False (default): where fp32 runs on a CPU with
+    NNPACK, the decoder's 3x3 convolutions use the Winograd algorithm (``LAVT.use_winograd``; logits
+    within ~1e-5 relative, ~8 % less time per image on a Swin-B at batch 1, README).
     The choice is set on the model (``model.use_winograd(...)``); ``self.winograd`` says whether
     Winograd is active: never on a GPU nor under bf16 autocast, where the direct convolution runs.
 
@@ -175,16 +140,17 @@ class Predictor:
         self,
         model: LAVT | str | os.PathLike[str],
         device: str | torch.device | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
         image_size: int | None = None,
         tokenizer: Any | None = None,
         exact: bool = False,
     ) -> None:
-        if precision not in PRECISIONS:
+        if precision is not None and precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is not one of {PRECISIONS}")
         if image_size is not None:
             check_image_size(image_size, "image_size")
         self.device = _resolve_device(device)
+        precision = precision or default_inference_precision(self.device, exact)
         warn_if_slow(precision, self.device)
         if not isinstance(model, LAVT):
             if not isinstance(model, (str, os.PathLike)):
@@ -246,7 +212,7 @@ class Predictor:
                     out_logits[i] = up.cpu().numpy()
                 if out_probs is not None:
                     out_probs[i] = up.softmax(0)[1].cpu().numpy()
-        _warn_empty(texts, masks.reshape(k, -1).any(1))
+        warn_empty(texts, masks.reshape(k, -1).any(1))
         return Prediction(
             masks=masks,
             expressions=texts,
@@ -328,7 +294,7 @@ class Predictor:
                         masks[e, t] = up.argmax(0).bool().cpu().numpy()
                         if probs is not None:
                             probs[e, t] = up.softmax(0)[1].cpu().numpy()
-        _warn_empty(texts, masks.reshape(k, -1).any(1), frames=n)
+        warn_empty(texts, masks.reshape(k, -1).any(1), frames=n)
         return VideoPrediction(
             masks=masks,
             expressions=texts,
@@ -365,13 +331,6 @@ def resolve_preprocessing(model: LAVT, image_size: int | None = None) -> Preproc
             stacklevel=3,
         )
     return Preprocessing(image_size or own.image_size, own.image_mean, own.image_std)
-
-
-def _warn_empty(texts: Sequence[str], found: np.ndarray, frames: int | None = None) -> None:
-    for text, any_pixel in zip(texts, found):
-        if not any_pixel:
-            where = f" in any of the {frames} frames" if frames else ""
-            warnings.warn(f'nothing found for "{text}"{where} (the mask is empty)', EmptyMaskWarning, stacklevel=3)
 
 
 def _video_frames(

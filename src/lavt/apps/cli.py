@@ -1,4 +1,4 @@
-"""The ``lavt`` command: predict, convert, train, eval, demo, data check. Thin: the work is in ``lavt.predict``
+"""The ``lavt`` command: predict, export, convert, train, eval, demo, serve, data check. Thin: the work is in ``lavt.predict``
 and ``lavt.engine``.
 
 User errors (:class:`lavt.errors.LAVTError`) print one line ``lavt: error: <message>`` and exit
@@ -57,6 +57,24 @@ def _image_size_flag(args: argparse.Namespace) -> int | None:
     return check_image_size(args.image_size, "--image-size")
 
 
+def _need_torch() -> None:
+    """One line instead of an ImportError where only the torch-free runtime is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigError("PyTorch is not installed: the torch backend needs it (pip install torch); an ONNX export "
+                          "runs without it: lavt predict --backend onnxruntime --model EXPORT_DIR")
+
+
+def _precision_flag(args: argparse.Namespace) -> str | None:
+    """--precision (--bf16 is its short form); None = the predictor's default for the device."""
+    if args.bf16:
+        if args.precision not in ("auto", "bf16"):
+            raise ConfigError(f"--bf16 contradicts --precision {args.precision}")
+        return "bf16"
+    return None if args.precision == "auto" else args.precision
+
+
 def _source_name(path: str) -> tuple[str, str]:
     """(output folder name, source as recorded) for an input path: the file or folder name,
     extension kept (photo.jpg and photo.png must not share a folder)."""
@@ -86,22 +104,47 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     name, source = _source_name(args.image)
     folder = Path(args.out) / name
     check_output_folder(folder, source)  # before inference: a bad --out must not cost a model run
-    model_source(args.model)
     from ..io.outputs import save_prediction
-    from ..predict import Predictor
 
-    predictor = Predictor(
-        args.model, device=args.device, precision="bf16" if args.bf16 else "fp32", image_size=image_size,
-        exact=args.exact,
-    )
+    if args.backend == "onnxruntime":
+        predictor = _onnx_predictor(args, image_size)
+    else:
+        if args.int8:
+            raise ConfigError("--int8 runs the int8 ONNX graph: add --backend onnxruntime (and an export directory)")
+        model_source(args.model)
+        _need_torch()
+        from ..predict import Predictor
+
+        predictor = Predictor(
+            args.model, device=args.device, precision=_precision_flag(args), image_size=image_size,
+            exact=args.exact,
+        )
     pred = predictor.predict(image, texts, return_probs=args.probs)
-    info = {"model": args.model, "image_size": predictor.image_size, "precision": predictor.precision}
+    info = {"model": args.model, "backend": args.backend, "image_size": predictor.image_size,
+            "precision": predictor.precision}
     for path in save_prediction(pred, image, folder, source=source, info=info):
         print(path)
     return 0
 
 
+def _onnx_predictor(args: argparse.Namespace, image_size: int | None):
+    """The torch-free predictor of an export directory; flags of the PyTorch path are refused."""
+    torch_only = [flag for flag, value in (("--precision", _precision_flag(args)), ("--exact", args.exact), ("--device", args.device))
+                  if value not in (None, False)]
+    if torch_only:
+        raise ConfigError(f"{torch_only[0]} applies to the PyTorch backend, not to --backend onnxruntime")
+    from ..onnx_runtime import OnnxPredictor
+
+    predictor = OnnxPredictor(args.model, precision="int8" if args.int8 else "fp32")
+    if image_size is not None and image_size != predictor.image_size:
+        raise ConfigError(f"this ONNX export runs at {predictor.image_size} px only; export again with "
+                          f"--image-size {image_size} for another size")
+    return predictor
+
+
 def _cmd_predict_video(args: argparse.Namespace) -> int:
+    if args.backend == "onnxruntime" or args.int8:
+        raise ConfigError("--backend onnxruntime / --int8 run image models only; predict videos with the torch backend")
     if args.out is None and args.submission is None:
         raise ConfigError("give an output directory: --out DIR and/or --submission DIR")
     if args.submission is None and (args.video_id is not None or args.exp_id is not None):
@@ -132,7 +175,7 @@ def _cmd_predict_video(args: argparse.Namespace) -> int:
     from ..predict import Predictor
 
     predictor = Predictor(
-        args.model, device=args.device, precision="bf16" if args.bf16 else "fp32", image_size=image_size,
+        args.model, device=args.device, precision=_precision_flag(args), image_size=image_size,
         exact=args.exact,
     )
     pred = predictor.predict_video(
@@ -190,6 +233,26 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     print(f"converted {args.checkpoint} -> {out}")
     for line in _describe(model):
         print(line)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    image_size = _image_size_flag(args)
+    if args.frames < 1:
+        raise ConfigError(f"--frames must be a positive number of frames, got {args.frames}")
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; give a directory for the export")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise ConfigError(f"{out} exists and is not empty; choose a new directory or pass --overwrite")
+    model_source(args.model)
+    from ..export.onnx import export_onnx
+    from ..predict import load_model
+
+    model = load_model(args.model)
+    result = export_onnx(model, out, image_size=image_size, frames=args.frames, int8=args.int8,
+                         overwrite=args.overwrite)
+    print(result.summary())
     return 0
 
 
@@ -280,7 +343,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         queue_size=args.queue_size, timeout_s=args.timeout,
     )
     model = args.model if args.model is not None else default_model()
-    service = Service(model, limits=limits, device=args.device, precision=args.precision)
+    service = Service(model, limits=limits, device=args.device,
+                      precision=None if args.precision == "auto" else args.precision)
     from ..serve.app import serve
 
     info = service.model_info()
@@ -353,12 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="output directory (created if missing); the results go to OUT/<input name>/; "
         "a video with --submission may omit it",
     )
+    p.add_argument(
+        "--backend", choices=["torch", "onnxruntime"], default="torch",
+        help="torch (default) or onnxruntime: --model is then a directory written by `lavt export` (no PyTorch needed)",
+    )
+    p.add_argument("--int8", action="store_true", help="with --backend onnxruntime: the int8 graph (export --int8)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--bf16", action="store_true", help="run the model in bfloat16 autocast")
+    p.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto",
+        help="auto (default): bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX; < half the fp32 time), "
+        "else fp32; --exact makes auto mean fp32",
+    )
+    p.add_argument("--bf16", action="store_true", help="same as --precision bf16")
     p.add_argument(
         "--exact", action="store_true",
-        help="direct decoder convolutions as the official model (default on CPU: Winograd via NNPACK, "
-        "~1e-5 relative difference, faster)",
+        help="the official computation: fp32 (unless --precision bf16) with direct decoder convolutions "
+        "(default on CPU: bf16 where native, else fp32 with Winograd convolutions via NNPACK)",
     )
     p.add_argument(
         "--image-size", type=int, default=None, metavar="PX",
@@ -387,6 +461,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="submission expression id, one per --text in order (default: 0, 1, ...)",
     )
     p.set_defaults(func=_cmd_predict)
+
+    x = sub.add_parser(
+        "export",
+        help="export a model to ONNX (runs with onnxruntime, without PyTorch)",
+        description="Write OUT_DIR/: lavt.onnx (image encoder + decoder; batch and words dynamic, the input side "
+        "fixed), text_encoder.onnx, tokenizer/, lavt_onnx.json; each graph is checked against PyTorch before "
+        "the command succeeds. Run it with `lavt predict --backend onnxruntime --model OUT_DIR` or "
+        "lavt.onnx_runtime.OnnxPredictor.",
+    )
+    x.add_argument("model", help="lavt model directory, official .pth checkpoint or hub repo id")
+    x.add_argument("out_dir", help="output directory (must be new or empty unless --overwrite)")
+    x.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default onnx)")
+    x.add_argument("--image-size", type=int, default=None, metavar="PX",
+                   help="the input side the graph is built for (default: the model's own)")
+    x.add_argument("--frames", type=int, default=8, help="video models: the clip length of the graph (default 8)")
+    x.add_argument("--int8", action="store_true", help="also write lavt.int8.onnx (int8 MatMul weights)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing export in OUT_DIR")
+    x.set_defaults(func=_cmd_export)
 
     c = sub.add_parser("convert", help="convert an official LAVT checkpoint to a lavt model directory")
     c.add_argument("checkpoint", help="official checkpoint (.pth)")
@@ -458,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     sv.add_argument("--port", type=int, default=7860)
     sv.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    sv.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    sv.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16"],
+        help="auto (default): bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32",
+    )
     sv.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted file (default 25)")
     sv.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image / frame in pixels")
     sv.add_argument("--max-expressions", type=int, default=8, help="expressions per request")

@@ -41,6 +41,11 @@ def model_source(spec: str | os.PathLike[str]) -> tuple[str, str]:
     text = os.fspath(spec)
     path = Path(text).expanduser()
     if path.is_dir():
+        if (path / "lavt_onnx.json").is_file() and not (path / CONFIG_NAME).is_file():
+            raise CheckpointError(
+                f"{path} is an ONNX export (lavt export): run it with `lavt predict --backend onnxruntime` "
+                f"or lavt.onnx_runtime.OnnxPredictor, or give the model directory it was exported from"
+            )
         if not (path / CONFIG_NAME).is_file():
             raise CheckpointError(
                 f"{path} is not a lavt model directory (no {CONFIG_NAME}); give a directory written by "

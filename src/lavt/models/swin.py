@@ -19,8 +19,8 @@ built once per feature-map size and cached, instead of per forward.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -117,14 +117,18 @@ def window_attention(
     # a permuted table makes the mask sum below permuted too (SDPA would then copy it)
     bias = position_bias.to(q.dtype).contiguous().unsqueeze(0)
     if shifted:
-        mask = shift_window_mask((dp, hp, wp), window, shift, x.device).to(q.dtype)
+        # built afresh while exporting: the cache would otherwise keep the tracer's fake tensor
+        build_mask = shift_window_mask.__wrapped__ if exporting() else shift_window_mask
+        mask = build_mask((dp, hp, wp), window, shift, x.device).to(q.dtype)
         bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N): the windows of one image
     # 4D query and mask keep SDPA on its fast CPU kernel (a 3D mask sends it to the slow "math"
     # kernel). A per-window mask cannot broadcast over B*nW, so shifted batches run per image
     # rather than repeating the mask B times.
     p = attention_dropout if training else 0.0
     scale = head_dim**-0.5
-    if shifted and b > 1:
+    if exporting():
+        out = _window_attention_for_export(q, k, v, bias, b, scale)
+    elif shifted and b > 1:
         parts = zip(q.split(n_windows), k.split(n_windows), v.split(n_windows))
         out = torch.cat(
             [F.scaled_dot_product_attention(*qkv_i, attn_mask=bias, dropout_p=p, scale=scale).transpose(1, 2)
@@ -139,6 +143,25 @@ def window_attention(
     if shifted:
         out = torch.roll(out, shifts=tuple(shift), dims=(1, 2, 3))
     return out[:, :d, :h, :w].contiguous()
+
+
+def exporting() -> bool:
+    """Whether the model is being traced for export (``torch.export`` / ``torch.onnx.export``).
+
+    The eager code picks its attention kernel by the batch size (per-image SDPA calls for
+    shifted batches); a traced graph must not depend on it, or the exported batch size is baked
+    in. Export therefore takes one batch-independent formulation of the same function."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
+def _window_attention_for_export(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, b, scale: float) -> Tensor:
+    """softmax(q k^T * scale + bias) v written out (the official computation), with the windows of
+    each image on their own axis so a per-window mask (nW, heads, N, N) broadcasts over any batch.
+    q, k, v (B*nW, heads, N, hd) -> (B*nW, N, heads, hd)."""
+    shape = (b, -1, *q.shape[1:])  # (B, nW, heads, N, hd)
+    q, k, v = q.reshape(shape), k.reshape(shape), v.reshape(shape)
+    attn = torch.softmax((q * scale) @ k.transpose(-2, -1) + bias, dim=-1)
+    return (attn @ v).flatten(0, 1).transpose(1, 2)
 
 
 def _nonpersistent_index(module: nn.Module) -> None:

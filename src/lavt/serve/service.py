@@ -78,10 +78,10 @@ class VideoResult:
 
 class Service:
     """``model``: anything :func:`lavt.predict.load_model` takes (or a :class:`LAVT`); the
-    Predictor is built once, on ``device``, with ``precision``."""
+    Predictor is built once, on ``device``, with ``precision`` (None: the Predictor's default)."""
 
     def __init__(self, model: Any, *, limits: Limits | None = None, device: str | None = "cpu",
-                 precision: str = "fp32", source: str | None = None) -> None:
+                 precision: str | None = None, source: str | None = None) -> None:
         from ..predict import Predictor
 
         self.limits = limits or Limits()

@@ -126,6 +126,20 @@ def test_predict_probs_and_bf16(capsys, tmp_path, model_dir, image_png) -> None:
     assert len(slow) == (0 if cpu_has_fast_bf16() else 1), err  # one line, only where bf16 is emulated
 
 
+def test_predict_precision_flag_is_recorded_and_contradictions_refused(capsys, tmp_path, model_dir, image_png, monkeypatch) -> None:
+    import lavt.runtime.machine as machine
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: "avx2 fma avx512f avx512_bf16")  # a CPU with native bf16
+    for flags, expected in (([], "bf16"), (["--precision", "fp32"], "fp32"), (["--exact"], "fp32"),
+                            (["--exact", "--precision", "bf16"], "bf16"), (["--bf16"], "bf16")):
+        out = tmp_path / "-".join(["o", *flags])
+        rc, _, err = run(capsys, predict_args(model_dir, image_png, out, "sky") + flags)
+        assert rc == 0, err
+        assert json.loads((out / "street.png" / "expressions.json").read_text())["precision"] == expected, flags
+    rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "x", "sky") + ["--bf16", "--precision", "fp32"])
+    assert_one_error(rc, err, "--bf16", "--precision fp32")
+
+
 def test_long_expression_warns_once_in_one_line(capsys, tmp_path, model_dir, image_png) -> None:
     for _ in range(2):  # the warning must show on every run, not only the first in a process
         rc, _, err = run(capsys, predict_args(model_dir, image_png, tmp_path / "o", LONG))

@@ -288,6 +288,17 @@ def test_cli_export_and_predict_with_onnxruntime(capsys, model_with_text, tmp_pa
     assert_one_error(rc, err, "64 px only")
 
 
+def test_export_without_the_onnx_extra_says_what_to_install(capsys, model_with_text, tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    _, model_dir, _, _ = model_with_text
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    rc, _, err = run(capsys, ["export", model_dir, tmp_path / "e"])
+    assert_one_error(rc, err, "onnxscript", "lavt[onnx]")
+    assert not (tmp_path / "e").exists()
+
+
 # ------------------------------------------------------------------------------------ torch-free
 TORCH_FREE_REQUIREMENTS = ["onnxruntime", "tokenizers", "numpy", "pillow"]
 

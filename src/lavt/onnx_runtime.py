@@ -158,7 +158,7 @@ class OnnxPredictor:
         self.precision = precision
         graph = manifest["vision_graph_int8" if precision == "int8" else "vision_graph"]
         if not graph:
-            raise ConfigError(f"this export has no int8 graph: export again with --int8")
+            raise ConfigError("this export has no int8 graph: export again with --int8")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads is not None:

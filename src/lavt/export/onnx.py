@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -88,11 +89,14 @@ class ExportResult:
         return f"wrote {', '.join(self.files)} to {self.directory} (ONNX Runtime vs PyTorch, max |diff|: {diffs})"
 
 
-def _need(module: str) -> Any:
-    try:
-        return __import__(module)
-    except ImportError:
-        raise ConfigError(f"ONNX export needs the package {module!r}: pip install 'lavt[onnx]'") from None
+def check_installed() -> None:
+    """One line naming what is missing when the ``onnx`` extra is not installed (call it before
+    loading a model: a missing package should not cost a model load)."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"ONNX export needs {', '.join(missing)}: pip install 'lavt[onnx]'")
 
 
 def example_inputs(model: LAVT, image_size: int, frames: int, batch: int = 2, words: int = 20) -> tuple[Tensor, ...]:
@@ -169,9 +173,9 @@ def export_onnx(
     ``tolerance``: the largest |ONNX Runtime - PyTorch| logit difference accepted on the export
     inputs. An existing non-empty ``out_dir`` is refused unless ``overwrite``.
     """
-    onnx = _need("onnx")
-    _need("onnxruntime")
-    _need("onnxscript")
+    check_installed()
+    import onnx
+
     if model.config.unified:
         raise ConfigError("ONNX export of unified LAVT models is not supported (export its image or video stream "
                           "as a plain model instead)")
@@ -213,8 +217,12 @@ def export_onnx(
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(out / VISION_GRAPH), str(out / VISION_GRAPH_INT8), op_types_to_quantize=["MatMul"],
-                             weight_type=QuantType.QInt8)
+            logging.disable(logging.WARNING)  # the quantiser logs advice to the root logger; users need none
+            try:
+                quantize_dynamic(str(out / VISION_GRAPH), str(out / VISION_GRAPH_INT8), op_types_to_quantize=["MatMul"],
+                                 weight_type=QuantType.QInt8)
+            finally:
+                logging.disable(logging.NOTSET)
             onnx.checker.check_model(str(out / VISION_GRAPH_INT8))
             files.append(VISION_GRAPH_INT8)
 

@@ -99,6 +99,8 @@ def pixel_word_attention(q: Tensor, keys: Tensor, values: Tensor, word_mask: Ten
     b, n, c = q.shape
     h = num_heads
     mask = word_mask.to(q.dtype)
+    if q.stride(-1) != 1:  # a channel-strided query (the 3D PWAM's convolutions) sends SDPA to its slow math kernel
+        q = q.contiguous()
     q = q.view(b, n, h, c // h).transpose(1, 2)
     k = (keys * mask[..., None]).view(b, -1, h, c // h).transpose(1, 2)
     v = (values * mask[..., None]).view(b, -1, h, c // h).transpose(1, 2)

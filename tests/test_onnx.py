@@ -256,6 +256,32 @@ def test_export_refuses_what_it_cannot_do(model_with_text, tmp_path) -> None:
         export_onnx(unified, tmp_path / "u")
 
 
+def test_a_failed_export_leaves_nothing_and_keeps_the_previous_one(model_with_text, tmp_path, monkeypatch) -> None:
+    import lavt.export.onnx as onnx_export
+
+    model, _, export, _ = model_with_text
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    for f in export.rglob("*"):
+        if f.is_file():
+            (previous / f.relative_to(export)).parent.mkdir(parents=True, exist_ok=True)
+            (previous / f.relative_to(export)).write_bytes(f.read_bytes())
+    before = sorted(p.name for p in previous.rglob("*"))
+
+    def broken(module, args, path, *rest, **kw):
+        path.write_bytes(b"half a graph")
+        raise ExportError(f"torch.onnx.export failed for {path.name}: simulated")
+
+    monkeypatch.setattr(onnx_export, "_torch_export", broken)
+    with pytest.raises(ExportError, match="simulated"):
+        export_onnx(model, tmp_path / "new")
+    with pytest.raises(ExportError, match="simulated"):
+        export_onnx(model, previous, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["previous"]  # no partial folder, no "new"
+    assert sorted(p.name for p in previous.rglob("*")) == before  # the old export is intact
+    assert model.training is False and (previous / MANIFEST_NAME).is_file()
+
+
 def test_cli_export_and_predict_with_onnxruntime(capsys, model_with_text, tmp_path) -> None:
     from lavt.onnx_runtime import OnnxPredictor
 

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,8 @@ def export_onnx(
     ``image_size``: the side the graph is built for (default: the model's own preprocessing size).
     ``frames``: the clip length of a video model's graph. ``int8``: also write ``lavt.int8.onnx``.
     ``tolerance``: the largest |ONNX Runtime - PyTorch| logit difference accepted on the export
-    inputs. An existing non-empty ``out_dir`` is refused unless ``overwrite``.
+    inputs. An existing non-empty ``out_dir`` is refused unless ``overwrite`` (then it is replaced
+    once the new export is complete and checked). A failed export leaves nothing behind.
     """
     check_installed()
     import onnx
@@ -181,12 +183,15 @@ def export_onnx(
                           "as a plain model instead)")
     preprocessing = resolve_preprocessing(model, image_size)
     size = preprocessing.image_size
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} exists and is not empty; choose a new directory or pass --overwrite")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"{final} is a file; give a directory for the export")
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise ConfigError(f"{final} exists and is not empty; choose a new directory or pass --overwrite")
+    # built in a hidden sibling folder and swapped in when complete and checked: a failed export
+    # leaves nothing behind, and --overwrite keeps the previous export until the new one is good
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
 
     was_training = model.training
     winograd_was = any(getattr(m, "winograd", False) for m in model.modules())
@@ -274,10 +279,14 @@ def export_onnx(
 
         atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
         files.append(MANIFEST_NAME)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(out, final)
     finally:
         model.use_winograd(winograd_was)
         model.train(was_training)
-    return ExportResult(out, files, diffs)
+        shutil.rmtree(out, ignore_errors=True)  # gone already when the export succeeded
+    return ExportResult(final, files, diffs)
 
 
 def _lavt_version() -> str:

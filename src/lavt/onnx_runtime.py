@@ -38,7 +38,8 @@ from .io.inputs import validate_expressions
 from .io.tokens import expression_ids
 from .results import Prediction, warn_empty
 
-MANIFEST_NAME = "lavt_onnx.json"  # the same name lavt.export.onnx writes (that module needs torch)
+MANIFEST_NAME = "lavt_onnx.json"  # written by lavt.export.onnx, which takes these two names from here
+FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "int8")
 
 
@@ -52,9 +53,7 @@ def _need(module: str) -> Any:
 class OnnxTokenizer:
     """The ``tokenizers`` version of ``lavt.models.text.Tokenizer``: the same ids, masks and warnings."""
 
-    pad_token_id = 0
-
-    def __init__(self, directory: str | os.PathLike[str], max_tokens: int, truncation: str) -> None:
+    def __init__(self, directory: str | os.PathLike[str], max_tokens: int, truncation: str, pad_token_id: int = 0) -> None:
         tokenizers = _need("tokenizers")
         path = Path(directory) / "tokenizer.json"
         if not path.is_file():
@@ -65,7 +64,7 @@ class OnnxTokenizer:
         self._truncating = tokenizers.Tokenizer.from_file(str(path))
         self._truncating.no_padding()
         self._truncating.enable_truncation(max_length=max_tokens)
-        self.max_tokens, self.truncation = max_tokens, truncation
+        self.max_tokens, self.truncation, self.pad_token_id = max_tokens, truncation, pad_token_id
         self._num_special = self._tok.post_processor.num_special_tokens_to_add(False) if self._tok.post_processor else 0
         self._unk_id = self._unk_token_id()
 
@@ -146,8 +145,9 @@ class OnnxPredictor:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot read {manifest_path}: {e}") from None
-        if manifest.get("format") != "lavt-onnx" or manifest.get("format_version") != 1:
-            raise CheckpointError(f"{manifest_path} is not a lavt-onnx format 1 manifest")
+        if manifest.get("format") != "lavt-onnx" or manifest.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{manifest_path} is not a lavt-onnx format {FORMAT_VERSION} manifest "
+                                  f"(export it again with this version of lavt)")
         if manifest.get("video"):
             raise ConfigError("this export is a video model: OnnxPredictor runs image models (run the video graph "
                               "with onnxruntime directly, or lavt.Predictor.predict_video)")
@@ -170,7 +170,8 @@ class OnnxPredictor:
         self.preprocessing = Preprocessing(p["image_size"], tuple(p["image_mean"]), tuple(p["image_std"]))
         self.image_size = self.preprocessing.image_size
         t = manifest["tokenizer"]
-        self.tokenizer = OnnxTokenizer(self.directory / t["directory"], t["max_tokens"], t["truncation"])
+        self.tokenizer = OnnxTokenizer(self.directory / t["directory"], t["max_tokens"], t["truncation"],
+                                       t.get("pad_token_id", 0))
 
     def _session(self, ort: Any, name: str, options: Any, providers: list[str]):
         path = self.directory / name

@@ -44,10 +44,9 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, ExportError
 from ..models.lavt import LAVT
+from ..onnx_runtime import FORMAT_VERSION, MANIFEST_NAME  # the format's one definition (torch-free side)
 from ..predict import resolve_preprocessing
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "lavt_onnx.json"
 VISION_GRAPH = "lavt.onnx"
 VISION_GRAPH_INT8 = "lavt.int8.onnx"
 TEXT_GRAPH = "text_encoder.onnx"
@@ -295,4 +294,4 @@ def _lavt_version() -> str:
     return __version__
 
 
-__all__ = ["MANIFEST_NAME", "ExportResult", "example_inputs", "export_onnx"]
+__all__ = ["MANIFEST_NAME", "ExportResult", "check_agreement", "check_installed", "example_inputs", "export_onnx"]

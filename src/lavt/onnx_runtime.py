@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +110,14 @@ def _interpolation_matrix(out_size: int, in_size: int) -> np.ndarray:
     return m
 
 
-def upsample_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(2, h, w) -> (2, height, width): bilinear, align_corners=True, as F.interpolate does."""
+def upsample_logits(logits: np.ndarray, height: int, width: int) -> Iterator[np.ndarray]:
+    """(K, 2, h, w) -> (K, 2, height, width): bilinear, align_corners=True, as F.interpolate does.
+    A generator of (2, height, width) rows, one at a time to bound memory on large images; the
+    interpolation weights are built once."""
     ry = _interpolation_matrix(height, logits.shape[-2])
-    rx = _interpolation_matrix(width, logits.shape[-1])
-    return np.stack([ry @ channel @ rx.T for channel in logits.astype(np.float32)])
+    rx_t = _interpolation_matrix(width, logits.shape[-1]).T
+    for row in logits.astype(np.float32, copy=False):
+        yield np.stack([ry @ channel @ rx_t for channel in row])
 
 
 class OnnxPredictor:
@@ -218,8 +221,7 @@ class OnnxPredictor:
         masks = np.zeros((k, height, width), dtype=bool)
         out_logits = np.zeros((k, 2, height, width), dtype=np.float32) if return_logits else None
         out_probs = np.zeros((k, height, width), dtype=np.float32) if return_probs else None
-        for i in range(k):
-            up = upsample_logits(logits[i], height, width)
+        for i, up in enumerate(upsample_logits(logits, height, width)):
             masks[i] = up[1] > up[0]  # argmax; a tie goes to background, as torch.argmax
             if out_logits is not None:
                 out_logits[i] = up

@@ -92,9 +92,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     image_size = image_size_flag(args)
     if args.frames < 1:
         raise ConfigError(f"--frames must be a positive number of frames, got {args.frames}")
-    out = Path(args.out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} is a file; give a directory for the export")
+    out = check_writable_folder(args.out_dir, "the export directory")  # before the model is loaded
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise ConfigError(f"{out} exists and is not empty; choose a new directory or pass --overwrite")
     model_source(args.model)

@@ -133,6 +133,7 @@ def _cmd_predict_video(args: argparse.Namespace) -> int:
     if args.submission is not None:
         check_writable_folder(args.submission, "--submission")
     model_source(args.model)
+    _need_torch()
     from ..data.ytvos import write_submission
     from ..io.outputs import save_video_prediction
     from ..predict import Predictor

@@ -14,8 +14,6 @@ from collections.abc import Callable
 
 from ..errors import ExpressionTruncatedWarning, InputError, UnknownWordsWarning
 
-TRUNCATIONS = ("official", "standard")
-
 
 def shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."

@@ -116,9 +116,10 @@ def window_attention(
     # (1, heads, N, N) broadcasts over the windows without being copied; contiguous first, since
     # a permuted table makes the mask sum below permuted too (SDPA would then copy it)
     bias = position_bias.to(q.dtype).contiguous().unsqueeze(0)
+    for_export = exporting()
     if shifted:
         # built afresh while exporting: the cache would otherwise keep the tracer's fake tensor
-        build_mask = shift_window_mask.__wrapped__ if exporting() else shift_window_mask
+        build_mask = shift_window_mask.__wrapped__ if for_export else shift_window_mask
         mask = build_mask((dp, hp, wp), window, shift, x.device).to(q.dtype)
         bias = bias + mask.unsqueeze(1)  # (nW, heads, N, N): the windows of one image
     # 4D query and mask keep SDPA on its fast CPU kernel (a 3D mask sends it to the slow "math"
@@ -126,7 +127,7 @@ def window_attention(
     # rather than repeating the mask B times.
     p = attention_dropout if training else 0.0
     scale = head_dim**-0.5
-    if exporting():
+    if for_export:
         out = _window_attention_for_export(q, k, v, bias, b, scale)
     elif shifted and b > 1:
         parts = zip(q.split(n_windows), k.split(n_windows), v.split(n_windows))
